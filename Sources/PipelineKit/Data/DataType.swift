@@ -1,0 +1,108 @@
+import Foundation
+/// The column types a pipeline can declare, with their PostgreSQL names.
+public enum DataType: Sendable, Hashable, CustomStringConvertible {
+    case smallint, int, bigint
+    case double
+    case bool
+    case text
+    /// Days since 2000-01-01 (PostgreSQL's epoch), stored as Int64.
+    case date
+    /// Microseconds since 2000-01-01 00:00 UTC, stored as Int64.
+    case timestamptz
+    /// A fixed-point number stored as Int64 scaled by 10^scale.
+    case numeric(precision: Int, scale: Int)
+
+    /// Parses a declared type (`bigint`, `int`, `numeric(12,2)`, ...).
+    public init?(declared: String) {
+        let name = declared.lowercased().replacingOccurrences(of: " ", with: "")
+        switch name {
+        case "smallint", "int2": self = .smallint
+        case "int", "integer", "int4": self = .int
+        case "bigint", "int8": self = .bigint
+        case "double", "doubleprecision", "float8": self = .double
+        case "bool", "boolean": self = .bool
+        case "text", "varchar": self = .text
+        case "date": self = .date
+        case "timestamptz", "timestampwithtimezone": self = .timestamptz
+        default:
+            guard name.hasPrefix("numeric("), name.hasSuffix(")") else { return nil }
+            let inner = name.dropFirst("numeric(".count).dropLast().split(separator: ",")
+            guard inner.count == 2, let precision = Int(inner[0]), let scale = Int(inner[1]),
+                  precision > 0, precision <= 18, scale >= 0, scale <= precision else { return nil }
+            self = .numeric(precision: precision, scale: scale)
+        }
+    }
+
+    public static let declarableNames = "smallint, int, bigint, double, bool, text, date, timestamptz, numeric(P,S)"
+
+    public var description: String {
+        switch self {
+        case .smallint: "smallint"
+        case .int: "int"
+        case .bigint: "bigint"
+        case .double: "double precision"
+        case .bool: "bool"
+        case .text: "text"
+        case .date: "date"
+        case .timestamptz: "timestamptz"
+        case let .numeric(precision, scale): "numeric(\(precision),\(scale))"
+        }
+    }
+
+    /// How values are held in memory.
+    public var storage: Storage {
+        switch self {
+        case .double: .double
+        case .text: .text
+        default: .int
+        }
+    }
+
+    public enum Storage: Sendable { case int, double, text }
+
+    public var isInteger: Bool { self == .smallint || self == .int || self == .bigint }
+
+    /// PostgreSQL type OIDs accepted for this declared type in a COPY result.
+    public var acceptedOIDs: Set<UInt32> {
+        switch self {
+        case .smallint: [21]
+        case .int: [23]
+        case .bigint: [20]
+        case .double: [701]
+        case .bool: [16]
+        case .text: [25, 1043, 1042, 19]
+        case .date: [1082]
+        case .timestamptz: [1184]
+        case .numeric: [1700]
+        }
+    }
+
+    /// The PostgreSQL type name of an OID, for error messages.
+    public static func name(ofOID oid: UInt32) -> String {
+        switch oid {
+        case 16: "bool"
+        case 20: "bigint"
+        case 21: "smallint"
+        case 23: "int"
+        case 25: "text"
+        case 700: "real"
+        case 701: "double precision"
+        case 1043: "varchar"
+        case 1082: "date"
+        case 1114: "timestamp (without time zone)"
+        case 1184: "timestamptz"
+        case 1700: "numeric"
+        default: "type oid \(oid)"
+        }
+    }
+}
+
+/// A named, typed column of a relation.
+public struct Field: Sendable, Hashable {
+    public var name: String
+    public var type: DataType
+    public init(_ name: String, _ type: DataType) {
+        self.name = name
+        self.type = type
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+
+/// Settings of one run.
+public struct RunOptions: Sendable {
+    public var jobs: Int
+    public var selectors: [String]
+    public var fullRefresh: Bool
+    /// Wait for a concurrent run's lock instead of failing at once.
+    public var waitForLock: Bool
+    public var logger: Logger
+    public var observers: [any RunObserver]
+    /// Sleeps between retries; injectable so tests need not wait.
+    public var sleep: @Sendable (Double) async -> Void
+    /// Uniform random numbers in [0, 1) for jitter; injectable for tests.
+    public var random: @Sendable () -> Double
+
+    public init(jobs: Int = ProcessInfo.processInfo.activeProcessorCount, selectors: [String] = [],
+                fullRefresh: Bool = false, waitForLock: Bool = false,
+                logger: Logger = Logger(label: "pipelinekit"), observers: [any RunObserver] = [],
+                sleep: @escaping @Sendable (Double) async -> Void = { seconds in
+                    try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                },
+                random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
+        self.jobs = max(1, jobs)
+        self.selectors = selectors
+        self.fullRefresh = fullRefresh
+        self.waitForLock = waitForLock
+        self.logger = logger
+        self.observers = observers
+        self.sleep = sleep
+        self.random = random
+    }
+}
+
+/// Runs a pipeline's stages in dependency order, at most `jobs` at a time,
+/// retrying transient failures and skipping what depends on a failure.
+public final class PipelineExecutor: Sendable {
+    public let pipeline: PipelineDefinition
+    public let plan: ExecutionPlan
+    public let options: RunOptions
+    public let runID: UUID
+    private let cancellation = Cancellation()
+
+    public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
+        self.pipeline = pipeline
+        self.options = options
+        self.runID = runID
+        plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
+    }
+
+    /// Stops scheduling, interrupts running statements (their transactions
+    /// roll back) and makes the run end as aborted.
+    public func cancel(reason: String) {
+        options.logger.warning("aborting run", metadata: ["reason": .string(reason)])
+        cancellation.cancel(reason: reason)
+    }
+
+    public func run() async throws -> RunReport {
+        let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: Date())
+        let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
+                                             cancellation: cancellation, logger: options.logger)
+        defer { lock?.release() }
+        options.observers.forEach { $0.runStarted(info) }
+        let reports = await schedule(info)
+        let stages = plan.order.compactMap { reports[$0] }
+        let status: RunReport.Status = cancellation.isCancelled || stages.contains { $0.status == .aborted } ? .aborted
+            : stages.contains { $0.status == .failed || $0.status == .skipped } ? .failed : .succeeded
+        let report = RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description,
+                               status: status, startedAt: info.startedAt,
+                               seconds: Date().timeIntervalSince(info.startedAt), stages: stages)
+        options.observers.forEach { $0.runFinished(info, report: report) }
+        return report
+    }
+
+    /// Stages that must produce output for the selected ones: the selected
+    /// stages and everything upstream of them.
+    private var needed: Set<String> {
+        var result = plan.selected
+        var frontier = Array(plan.selected)
+        while let next = frontier.popLast() {
+            for input in plan.inputs[next, default: []] where result.insert(input).inserted {
+                frontier.append(input)
+            }
+        }
+        return result
+    }
+
+    private func schedule(_ info: RunInfo) async -> [String: StageReport] {
+        let needed = self.needed
+        var reports: [String: StageReport] = [:]
+        var outputs: [String: StageOutput] = [:]
+        var started: Set<String> = []
+        let jobs = pipeline.concurrency.map { min($0, options.jobs) } ?? options.jobs
+
+        await withTaskGroup(of: (StageReport, StageOutput?).self) { group in
+            var running = 0
+            func launchReady() {
+                for id in plan.order where needed.contains(id) && !started.contains(id) && running < jobs {
+                    let inputs = plan.inputs[id, default: []]
+                    guard inputs.allSatisfy({ reports[$0] != nil }) else { continue }
+                    guard let stage = pipeline.stage(id) else { continue }
+                    started.insert(id)
+                    if cancellation.isCancelled {
+                        reports[id] = skippedReport(stage, status: .aborted, reason: "run aborted before the stage started")
+                        continue
+                    }
+                    if let failed = inputs.first(where: { outputs[$0] == nil }) {
+                        reports[id] = skippedReport(stage, status: .skipped, reason: "input '\(failed)' did not succeed")
+                        options.observers.forEach { $0.stageFinished(info, report: reports[id]!) }
+                        continue
+                    }
+                    let stageInputs = outputs.filter { inputs.contains($0.key) }
+                    running += 1
+                    let restore = !plan.selected.contains(id)
+                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info) }
+                }
+            }
+            launchReady()
+            while let (report, output) = await group.next() {
+                running -= 1
+                reports[report.id] = report
+                if let output { outputs[report.id] = output }
+                // Skipped stages can unblock further skips, so repeat until nothing changes.
+                var before = -1
+                while before != started.count {
+                    before = started.count
+                    launchReady()
+                }
+            }
+        }
+        return reports
+    }
+
+    private func skippedReport(_ stage: StageDefinition, status: StageReport.Status, reason: String) -> StageReport {
+        StageReport(id: stage.id, type: stage.type, status: status, attempts: 0, rowsIn: 0, rowsOut: 0,
+                    written: nil, excluded: [:], seconds: 0, error: reason, sqlState: nil, datasets: [])
+    }
+
+    private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
+                         info: RunInfo) async -> (StageReport, StageOutput?) {
+        var logger = options.logger
+        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
+        logger[metadataKey: "stage"] = .string(stage.id)
+        let observers = options.observers
+        let metrics = StageMetrics { rows in observers.forEach { $0.stageProgress(info, stage: stage.id, rows: rows) } }
+        let begin = Date()
+        var attempt = 0
+        var lastError: Error?
+        while true {
+            attempt += 1
+            metrics.reset()
+            let context = StageContext(
+                pipelineName: pipeline.name, runID: runID, stageID: stage.id, attempt: attempt, logger: logger,
+                variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,
+                inputs: inputs,
+                connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
+                                                definitions: pipeline.connections, cancellation: cancellation),
+                cancellation: cancellation, metrics: metrics)
+            observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
+            logger.info(restore ? "restoring persisted output" : "stage started", metadata: ["attempt": .stringConvertible(attempt)])
+            do {
+                let implementation = stage.implementation
+                let output = try await onOwnThread {
+                    if restore {
+                        guard let output = try implementation.restore(context) else {
+                            throw StageFailure.missingInput("stage '\(stage.id)' was not selected and its output is not persisted; select it too (e.g. --select \(stage.id)+)")
+                        }
+                        return output
+                    }
+                    return try implementation.run(context)
+                }
+                let report = makeReport(stage, status: restore ? .restored : .succeeded, attempts: attempt,
+                                        metrics: metrics, begin: begin, error: nil)
+                logger.info("stage finished", metadata: ["rows_in": .stringConvertible(report.rowsIn),
+                                                         "rows_out": .stringConvertible(report.rowsOut),
+                                                         "seconds": .string(String(format: "%.2f", report.seconds))])
+                observers.forEach { $0.stageFinished(info, report: report) }
+                return (report, output)
+            } catch {
+                lastError = error
+                if cancellation.isCancelled || error is RunAborted {
+                    let report = makeReport(stage, status: .aborted, attempts: attempt, metrics: metrics, begin: begin,
+                                            error: RunAborted(reason: "interrupted"))
+                    observers.forEach { $0.stageFinished(info, report: report) }
+                    return (report, nil)
+                }
+                let transient = RetryPolicy.isTransient(error)
+                if transient && attempt < stage.retry.maxAttempts {
+                    let delay = stage.retry.delay(afterAttempt: attempt, unit: options.random())
+                    logger.warning("transient failure; retrying", metadata: [
+                        "attempt": .stringConvertible(attempt), "delay_seconds": .string(String(format: "%.2f", delay)),
+                        "error": .string(String(describing: error))])
+                    observers.forEach { $0.stageRetrying(info, stage: stage, attempt: attempt, error: error, delay: delay) }
+                    await options.sleep(delay)
+                    continue
+                }
+                let report = makeReport(stage, status: .failed, attempts: attempt, metrics: metrics, begin: begin, error: lastError)
+                logger.error("stage failed", metadata: ["attempts": .stringConvertible(attempt),
+                                                        "error": .string(String(describing: error))])
+                observers.forEach { $0.stageFinished(info, report: report) }
+                return (report, nil)
+            }
+        }
+    }
+
+    private func makeReport(_ stage: StageDefinition, status: StageReport.Status, attempts: Int,
+                            metrics: StageMetrics, begin: Date, error: Error?) -> StageReport {
+        StageReport(id: stage.id, type: stage.type, status: status, attempts: attempts,
+                    rowsIn: metrics.rowsIn, rowsOut: metrics.rowsOut, written: metrics.written,
+                    excluded: metrics.excluded, seconds: Date().timeIntervalSince(begin),
+                    error: error.map { String(describing: $0) }, sqlState: (error as? PGError)?.sqlState,
+                    datasets: metrics.datasets)
+    }
+}
+
+/// Runs blocking work (libpq calls) on a thread of its own, so that the
+/// cooperative thread pool is never blocked by a query.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Logging
+
+/// A PostgreSQL advisory lock per pipeline on the warehouse, held by a session
+/// of its own for the whole run, so two runs of one pipeline never interleave
+/// their writes. The server drops the lock if the runner dies.
+final class RunLock: @unchecked Sendable {
+    private let connection: PGConnection
+
+    private init(connection: PGConnection) { self.connection = connection }
+
+    static func key(for pipeline: String) -> String { "pipelinekit:" + pipeline }
+
+    /// The session's application_name carries the run id, so a second run can name the holder.
+    static func applicationName(pipeline: String, runID: UUID) -> String {
+        String("runner/\(pipeline)/lock/\(runID.uuidString.lowercased())".utf8.suffix(63)) ?? "runner"
+    }
+
+    static func acquire(pipeline: PipelineDefinition, runID: UUID, wait: Bool,
+                        cancellation: Cancellation, logger: Logger) async throws -> RunLock? {
+        guard let name = pipeline.warehouse, let definition = pipeline.connections[name] else { return nil }
+        return try await onOwnThread {
+            let connection = try PGConnection(definition.info, applicationName: applicationName(pipeline: pipeline.name, runID: runID))
+            let key = [key(for: pipeline.name)]
+            if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).string(0, 0) == "t" {
+                return RunLock(connection: connection)
+            }
+            let holder = try connection.query("""
+                SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted
+                  AND (l.classid::bigint << 32 | l.objid::bigint) = (hashtextextended($1, 0) & x'ffffffffffffffff'::bigint)
+                LIMIT 1
+                """, key)
+            let holderName = holder.rowCount > 0 ? holder.string(0, 0) ?? "" : ""
+            let holderRun = holderName.split(separator: "/").last.map(String.init) ?? "unknown"
+            let holderPID = holder.rowCount > 0 ? holder.string(0, 1) ?? "?" : "?"
+            guard wait else {
+                throw RunLockHeld(lockKey: key[0], holderRunID: holderRun, holderPID: holderPID)
+            }
+            logger.warning("waiting for the run lock", metadata: ["lock": .string(key[0]), "holder_run": .string(holderRun)])
+            cancellation.track(connection)
+            defer { cancellation.untrack(connection) }
+            try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+            return RunLock(connection: connection)
+        }
+    }
+
+    func release() {
+        _ = try? connection.execute("SELECT pg_advisory_unlock_all()")
+    }
+}
+
+/// Another run of the same pipeline holds the warehouse lock.
+public struct RunLockHeld: Error, CustomStringConvertible {
+    public var lockKey: String
+    public var holderRunID: String
+    public var holderPID: String
+    public var description: String {
+        "another run of this pipeline is in progress: advisory lock '\(lockKey)' is held by run \(holderRunID) (server pid \(holderPID)); wait for it to finish or pass --wait"
+    }
+}

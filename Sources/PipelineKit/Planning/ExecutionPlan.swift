@@ -1,0 +1,113 @@
+import Foundation
+/// The stages of a pipeline in dependency order, and what `--select` keeps.
+public struct ExecutionPlan: Sendable {
+    /// Stage ids in a topological order (inputs before the stages reading them;
+    /// ties keep file order so plans are stable).
+    public let order: [String]
+    public let inputs: [String: [String]]
+    /// Stages that will run; the others are upstream stages whose persisted
+    /// output is restored instead.
+    public let selected: Set<String>
+
+    public init(pipeline: PipelineDefinition, selectors: [String] = []) throws {
+        let ids = pipeline.stages.map(\.id)
+        let inputs = Dictionary(uniqueKeysWithValues: pipeline.stages.map { ($0.id, $0.inputs) })
+        if let cycle = Self.findCycle(ids: ids, inputs: inputs) {
+            throw PlanError.cycle(cycle)
+        }
+        self.inputs = inputs
+        order = Self.topologicalOrder(ids: ids, inputs: inputs)
+        selected = try Self.select(selectors, ids: ids, inputs: inputs)
+    }
+
+    public func dependents(of id: String) -> [String] {
+        order.filter { inputs[$0, default: []].contains(id) }
+    }
+
+    /// Every stage downstream of `id`, transitively.
+    public func downstream(of id: String) -> Set<String> {
+        var result: Set<String> = []
+        var frontier = [id]
+        while let next = frontier.popLast() {
+            for dependent in dependents(of: next) where result.insert(dependent).inserted {
+                frontier.append(dependent)
+            }
+        }
+        return result
+    }
+
+    static func topologicalOrder(ids: [String], inputs: [String: [String]]) -> [String] {
+        var done: Set<String> = []
+        var order: [String] = []
+        while order.count < ids.count {
+            let ready = ids.filter { id in !done.contains(id) && inputs[id, default: []].allSatisfy { done.contains($0) || !ids.contains($0) } }
+            guard !ready.isEmpty else { break }
+            // Take one at a time so that file order decides between independent stages.
+            done.insert(ready[0])
+            order.append(ready[0])
+        }
+        return order
+    }
+
+    /// The stages on one cycle, in order, or nil when the graph is acyclic.
+    public static func findCycle(ids: [String], inputs: [String: [String]]) -> [String]? {
+        enum Mark { case visiting, done }
+        var marks: [String: Mark] = [:]
+        var stack: [String] = []
+        func visit(_ id: String) -> [String]? {
+            if marks[id] == .done { return nil }
+            if marks[id] == .visiting {
+                return Array(stack[stack.firstIndex(of: id)!...])
+            }
+            marks[id] = .visiting
+            stack.append(id)
+            for input in inputs[id, default: []] where inputs[input] != nil {
+                if let cycle = visit(input) { return cycle }
+            }
+            stack.removeLast()
+            marks[id] = .done
+            return nil
+        }
+        for id in ids {
+            // Report the cycle in data-flow order (input before reader).
+            if let cycle = visit(id) { return cycle.reversed() }
+        }
+        return nil
+    }
+
+    static func select(_ selectors: [String], ids: [String], inputs: [String: [String]]) throws -> Set<String> {
+        guard !selectors.isEmpty else { return Set(ids) }
+        var selected: Set<String> = []
+        let plan = (ids: ids, inputs: inputs)
+        for selector in selectors {
+            let withDownstream = selector.hasSuffix("+")
+            let id = withDownstream ? String(selector.dropLast()) : selector
+            guard ids.contains(id) else {
+                throw PlanError.unknownStage(id, suggestion: Suggestion.closest(to: id, in: ids))
+            }
+            selected.insert(id)
+            if withDownstream {
+                var frontier = [id]
+                while let next = frontier.popLast() {
+                    for candidate in plan.ids where plan.inputs[candidate, default: []].contains(next) {
+                        if selected.insert(candidate).inserted { frontier.append(candidate) }
+                    }
+                }
+            }
+        }
+        return selected
+    }
+}
+
+public enum PlanError: Error, CustomStringConvertible {
+    case cycle([String])
+    case unknownStage(String, suggestion: String?)
+
+    public var description: String {
+        switch self {
+        case .cycle(let stages): "the stages form a cycle: \((stages + [stages[0]]).joined(separator: " → "))"
+        case let .unknownStage(id, suggestion):
+            "--select \(id): no such stage" + (suggestion.map { "; did you mean '\($0)'?" } ?? "")
+        }
+    }
+}

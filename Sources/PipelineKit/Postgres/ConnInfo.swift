@@ -1,0 +1,43 @@
+import Foundation
+import CLibPQ
+
+/// A libpq connection string (key=value conninfo or postgres:// URI), parsed
+/// by libpq itself so that it means exactly what it means to psql.
+public struct ConnInfo: Sendable, Equatable {
+    /// The string as written after environment interpolation. May hold a password.
+    public let raw: String
+
+    public init(_ raw: String) { self.raw = raw }
+
+    /// Parses with `PQconninfoParse`; returns libpq's complaint on failure.
+    public func parsed() throws -> [String: String] {
+        var errmsg: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(raw, &errmsg) else {
+            let message = errmsg.map { String(cString: $0) } ?? "invalid connection string"
+            if let errmsg { PQfreemem(errmsg) }
+            throw PGError(kind: .connection, message: "invalid connection string: "
+                + message.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        defer { PQconninfoFree(options) }
+        var result: [String: String] = [:]
+        var cursor = options
+        while let keyword = cursor.pointee.keyword {
+            if let value = cursor.pointee.val {
+                result[String(cString: keyword)] = String(cString: value)
+            }
+            cursor += 1
+        }
+        return result
+    }
+
+    /// The target as `key=value` pairs without the password, for messages
+    /// and lineage. Falls back to a fixed text when the string does not parse,
+    /// because the raw string could contain a password.
+    public var redacted: String {
+        guard let options = try? parsed() else { return "<unparseable connection string>" }
+        return options.filter { $0.key != "password" }
+            .sorted { $0.key < $1.key }
+            .map { "\($0.key)=\($0.value)" }
+            .joined(separator: " ")
+    }
+}

@@ -1,0 +1,25 @@
+import Foundation
+/// Helpers that keep names from YAML out of harm's way in SQL text.
+public enum SQL {
+    /// Quotes an identifier the way PostgreSQL's `quote_ident` does, so a
+    /// name such as `x"; DROP TABLE users; --` is only ever a strange name.
+    public static func ident(_ name: String) -> String {
+        "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// `schema.table` with both parts quoted; `name` may be `table` or `schema.table`.
+    public static func qualified(_ name: String) -> String {
+        let parts = splitQualified(name)
+        return parts.schema.map { ident($0) + "." + ident(parts.table) } ?? ident(parts.table)
+    }
+
+    public static func splitQualified(_ name: String) -> (schema: String?, table: String) {
+        guard let dot = name.firstIndex(of: ".") else { return (nil, name) }
+        return (String(name[..<dot]), String(name[name.index(after: dot)...]))
+    }
+
+    /// A string literal, for the rare statements that take no parameters (DDL comments).
+    public static func literal(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+}

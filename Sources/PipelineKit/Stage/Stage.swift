@@ -1,0 +1,75 @@
+import Foundation
+
+/// A stage type: the unit of reuse in a pipeline file.
+///
+/// A stage type declares its configuration keys (which drive validation,
+/// `runner stages` and the docs), decodes its configuration once when the
+/// pipeline loads, and runs in a `StageContext` that gives it inputs,
+/// connections, variables, a logger, progress, metrics and cancellation.
+/// `run` is synchronous and may block on PostgreSQL: the executor gives every
+/// attempt its own thread.
+///
+/// A complete stage type that passes its single input through:
+///
+/// ```swift
+/// struct Passthrough: Stage {
+///     static let type = "passthrough"
+///     static let summary = "Hands its input on unchanged."
+///     static let produces = OutputKind.relation
+///     static let configKeys = [ConfigKey.required("from", .identifier, "the input stage")]
+///     let from: String
+///     init(config: ConfigNode, build: StageBuild) throws {
+///         from = try build.input(config["from"], kind: .relation)
+///     }
+///     func run(_ context: StageContext) throws -> StageOutput {
+///         .relation(try context.relation(from))
+///     }
+/// }
+/// ```
+/// and one line to make it available: `registry.register(Passthrough.self)`.
+public protocol Stage: Sendable {
+    /// The name used as `type:` in pipeline files.
+    static var type: String { get }
+    /// One line for `runner stages`.
+    static var summary: String { get }
+    /// What downstream stages receive.
+    static var produces: OutputKind { get }
+    /// The documented configuration keys; unknown keys are rejected.
+    static var configKeys: [ConfigKey] { get }
+
+    /// Decodes the (already shape-checked) configuration. Report problems
+    /// through `build` and throw `StageBuild.Invalid` when the stage cannot be built.
+    init(config: ConfigNode, build: StageBuild) throws
+
+    /// Does the work of one attempt.
+    func run(_ context: StageContext) throws -> StageOutput
+
+    /// The output as already persisted by an earlier run, for `--select`
+    /// runs that skip this stage; nil when it cannot be had without running.
+    func restore(_ context: StageContext) throws -> StageOutput?
+}
+
+extension Stage {
+    public func restore(_ context: StageContext) throws -> StageOutput? { nil }
+}
+
+/// The kinds of output stages exchange.
+public enum OutputKind: String, Sendable {
+    case relation, lookup, table
+}
+
+/// What a stage hands to the stages that take it as input.
+public enum StageOutput: Sendable {
+    case relation(any Relation)
+    case lookup(Lookup)
+    /// A warehouse table was written; downstream stages may read it as a relation.
+    case table(name: String, relation: any Relation)
+
+    public var kind: OutputKind {
+        switch self {
+        case .relation: .relation
+        case .lookup: .lookup
+        case .table: .table
+        }
+    }
+}

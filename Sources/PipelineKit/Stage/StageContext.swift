@@ -1,0 +1,116 @@
+import Foundation
+import Logging
+
+/// Everything one attempt of a stage may use.
+public struct StageContext: Sendable {
+    public let pipelineName: String
+    public let runID: UUID
+    public let stageID: String
+    public let attempt: Int
+    public let logger: Logger
+    public let variables: [String: VariableValue]
+    public let asOf: CivilDate
+    public let fullRefresh: Bool
+    public let inputs: [String: StageOutput]
+    public let connections: ConnectionProvider
+    public let cancellation: Cancellation
+    /// Counters that end up in the run summary and the lineage.
+    public let metrics: StageMetrics
+
+    public var scan: ScanContext { ScanContext(connections: connections, cancellation: cancellation, metrics: metrics) }
+
+    public func relation(_ id: String) throws -> any Relation {
+        switch inputs[id] {
+        case .relation(let relation), .table(_, let relation): return relation
+        default: throw StageFailure.missingInput("input '\(id)' did not produce rows")
+        }
+    }
+
+    public func lookup(_ id: String) throws -> Lookup {
+        guard case .lookup(let lookup) = inputs[id] else {
+            throw StageFailure.missingInput("input '\(id)' did not produce a lookup")
+        }
+        return lookup
+    }
+}
+
+/// Counts a stage reports; thread-safe because a relation scanned by a
+/// downstream stage reports into its producer's metrics.
+public final class StageMetrics: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _rowsIn = 0
+    private var _rowsOut = 0
+    private var _written: WriteCounts?
+    private var _excluded: [String: Int] = [:]
+    private var _datasets: [DatasetUse] = []
+    private var progressHandler: (@Sendable (Int) -> Void)?
+
+    public init(progress: (@Sendable (Int) -> Void)? = nil) { progressHandler = progress }
+
+    public var rowsIn: Int { lock.withLock { _rowsIn } }
+    public var rowsOut: Int { lock.withLock { _rowsOut } }
+    public var written: WriteCounts? { lock.withLock { _written } }
+    public var excluded: [String: Int] { lock.withLock { _excluded } }
+    public var datasets: [DatasetUse] { lock.withLock { _datasets } }
+
+    public func read(rows: Int) {
+        let total = lock.withLock { _rowsIn += rows; return _rowsIn }
+        progressHandler?(total)
+    }
+
+    public func produced(rows: Int) { lock.withLock { _rowsOut += rows } }
+
+    public func wrote(_ counts: WriteCounts) { lock.withLock { _written = counts } }
+
+    /// Rows left out by a data-quality rule, e.g. `call_without_pair`.
+    public func exclude(_ rule: String, count: Int = 1) {
+        guard count > 0 else { return }
+        lock.withLock { _excluded[rule, default: 0] += count }
+    }
+
+    public func used(_ dataset: DatasetUse) { lock.withLock { _datasets.append(dataset) } }
+
+    /// Forgets what a failed attempt counted, so a retry starts from zero.
+    public func reset() {
+        lock.withLock {
+            _rowsIn = 0
+            _rowsOut = 0
+            _written = nil
+            _excluded = [:]
+            _datasets = []
+        }
+    }
+}
+
+/// Rows written to a warehouse table by one merge.
+public struct WriteCounts: Sendable, Equatable, Codable {
+    public var inserted = 0
+    public var updated = 0
+    public var deleted = 0
+    public var unchanged = 0
+    public init(inserted: Int = 0, updated: Int = 0, deleted: Int = 0, unchanged: Int = 0) {
+        self.inserted = inserted
+        self.updated = updated
+        self.deleted = deleted
+        self.unchanged = unchanged
+    }
+    public var changed: Int { inserted + updated + deleted }
+}
+
+/// A dataset a stage read or wrote, for lineage.
+public struct DatasetUse: Sendable, Codable, Equatable {
+    public enum Direction: String, Sendable, Codable { case input, output }
+    public var direction: Direction
+    /// `postgres://HOST:PORT`
+    public var namespace: String
+    /// `DATABASE.SCHEMA.TABLE`, or `DATABASE.query.<sha256 prefix>` for a query.
+    public var name: String
+    public var columns: [String: String]
+
+    public init(direction: Direction, namespace: String, name: String, columns: [String: String]) {
+        self.direction = direction
+        self.namespace = namespace
+        self.name = name
+        self.columns = columns
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// PostgreSQL timestamptz values are microseconds since 2000-01-01 00:00 UTC.
+public enum PGTime {
+    public static let unixEpochOffsetSeconds: Int64 = 946_684_800
+    public static let microsPerDay: Int64 = 86_400_000_000
+
+    /// ISO text in UTC, as COPY text format accepts it (`2020-01-31 18:30:00.000001+00`).
+    public static func format(micros: Int64) -> String {
+        let day = floorDiv(micros, microsPerDay)
+        let rest = micros - day * microsPerDay
+        let date = CivilDate(pgDays: day)
+        let seconds = rest / 1_000_000
+        let fraction = rest % 1_000_000
+        let clock = String(format: "%02d:%02d:%02d", seconds / 3600, (seconds / 60) % 60, seconds % 60)
+        let frac = fraction == 0 ? "" : String(format: ".%06d", fraction)
+        return "\(date) \(clock)\(frac)+00"
+    }
+
+    public static func date(micros: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(floorDiv(micros, 1_000_000) + unixEpochOffsetSeconds))
+    }
+
+    @inline(__always)
+    public static func floorDiv(_ a: Int64, _ b: Int64) -> Int64 {
+        let q = a / b
+        return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q
+    }
+}
+
+/// Maps instants to local calendar days in one time zone.
+///
+/// Offsets are looked up once per quarter hour of UTC time and cached, since
+/// every zone's transitions fall on quarter hours; a per-row Foundation
+/// calendar call would dominate an aggregation over millions of rows.
+public struct LocalDayMapper {
+    private let zone: TimeZone
+    private var cache: [Int64: Int64] = [:]
+    private var lastBucket: Int64 = .min
+    private var lastOffset: Int64 = 0
+    private static let bucketMicros: Int64 = 15 * 60 * 1_000_000
+
+    public init(zone: TimeZone) { self.zone = zone }
+
+    /// Local date (days since 2000-01-01) of an instant (µs since 2000-01-01 UTC).
+    @inline(__always)
+    public mutating func localDay(micros: Int64) -> Int64 {
+        let bucket = PGTime.floorDiv(micros, LocalDayMapper.bucketMicros)
+        if bucket != lastBucket {
+            lastBucket = bucket
+            if let cached = cache[bucket] {
+                lastOffset = cached
+            } else {
+                let offset = Int64(zone.secondsFromGMT(for: PGTime.date(micros: bucket * LocalDayMapper.bucketMicros))) * 1_000_000
+                cache[bucket] = offset
+                lastOffset = offset
+            }
+        }
+        return PGTime.floorDiv(micros + lastOffset, PGTime.microsPerDay)
+    }
+}

@@ -1,0 +1,135 @@
+import Foundation
+import Yams
+
+/// Reads a pipeline file into a YAML tree, turning every way a file can be
+/// unreadable into located diagnostics, and bounding what a hostile file can cost.
+enum SourceFile {
+    static let maxBytes = 1 << 20
+    static let maxNodes = 100_000
+
+    static func load(path: String, sink: DiagnosticSink) -> ConfigNode? {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            sink.error(line: 1, column: 1, "cannot read the file (does it exist and is it readable?)")
+            return nil
+        }
+        return parse(data, sink: sink)
+    }
+
+    static func parse(_ data: Data, sink: DiagnosticSink) -> ConfigNode? {
+        guard data.count <= maxBytes else {
+            sink.error(line: 1, column: 1, String(format: "the file is %.1f MB; pipeline files are limited to %d KiB", Double(data.count) / 1e6, maxBytes / 1024))
+            return nil
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            let (line, column) = firstInvalidUTF8(data)
+            sink.error(line: line, column: column, "the file is not valid UTF-8 (byte at this position); save it as UTF-8")
+            return nil
+        }
+        if text.contains("\0") {
+            let (line, column) = position(of: text.firstIndex(of: "\0")!, in: text)
+            sink.error(line: line, column: column, "the file contains a NUL character; is it a binary file?")
+            return nil
+        }
+        if text.allSatisfy({ $0.isWhitespace }) || text.split(separator: "\n").allSatisfy({ $0.trimmingCharacters(in: .whitespaces).hasPrefix("#") || $0.allSatisfy(\.isWhitespace) }) {
+            sink.error(line: 1, column: 1, "the file is empty; a pipeline needs at least 'pipeline:' and 'stages:'")
+            return nil
+        }
+        if reportTabs(text, sink: sink) { return nil }
+        let root: Node
+        do {
+            guard let node = try Parser(yaml: text).singleRoot() else {
+                sink.error(line: 1, column: 1, "the file holds no YAML document")
+                return nil
+            }
+            root = node
+        } catch let error as YamlError {
+            report(error, sink: sink)
+            return nil
+        } catch {
+            sink.error(line: 1, column: 1, "cannot parse YAML: \(error)")
+            return nil
+        }
+        var budget = maxNodes
+        guard withinBudget(root, &budget) else {
+            let (line, column) = text.range(of: "*").map { position(of: $0.lowerBound, in: text) } ?? (1, 1)
+            sink.error(line: line, column: column, "the document expands to more than \(maxNodes) values (nested aliases?); pipeline files must stay small")
+            return nil
+        }
+        return ConfigNode(root, path: "")
+    }
+
+    private static func withinBudget(_ node: Node, _ budget: inout Int) -> Bool {
+        budget -= 1
+        if budget < 0 { return false }
+        if let mapping = node.mapping {
+            for pair in mapping where !withinBudget(pair.key, &budget) || !withinBudget(pair.value, &budget) { return false }
+        } else if let sequence = node.sequence {
+            for item in sequence where !withinBudget(item, &budget) { return false }
+        }
+        return true
+    }
+
+    /// Tabs in indentation are a YAML error whose libyaml message is cryptic; say it plainly.
+    private static func reportTabs(_ text: String, sink: DiagnosticSink) -> Bool {
+        var found = false
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let indent = line.prefix { $0 == " " || $0 == "\t" }
+            if let tab = indent.firstIndex(of: "\t") {
+                let column = line.distance(from: line.startIndex, to: tab) + 1
+                sink.error(line: number + 1, column: column, "tab character in indentation; YAML indentation must use spaces")
+                found = true
+            }
+        }
+        return found
+    }
+
+    private static func report(_ error: YamlError, sink: DiagnosticSink) {
+        switch error {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
+            let prefix = context.map { "\($0.text) at \($0.mark.line):\($0.mark.column): " } ?? ""
+            sink.error(line: mark.line, column: mark.column, "YAML syntax error: \(prefix)\(problem)")
+        case let .duplicatedKeysInMapping(duplicates, context):
+            sink.error(line: context.mark.line, column: context.mark.column,
+                       "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in a mapping; each key may appear once")
+        case let .reader(problem, offset, _, yaml):
+            let (line, column) = offset.map { position(ofUTF8Offset: $0, in: yaml) } ?? (1, 1)
+            sink.error(line: line, column: column, "cannot read YAML: \(problem)")
+        default:
+            sink.error(line: 1, column: 1, "cannot parse YAML: \(error)")
+        }
+    }
+
+    static func position(of index: String.Index, in text: String) -> (Int, Int) {
+        let before = text[..<index]
+        let line = before.reduce(1) { $1 == "\n" ? $0 + 1 : $0 }
+        let column = before.count - (before.lastIndex(of: "\n").map { before.distance(from: before.startIndex, to: $0) + 1 } ?? 0) + 1
+        return (line, column)
+    }
+
+    static func position(ofUTF8Offset offset: Int, in text: String) -> (Int, Int) {
+        let index = text.utf8.index(text.utf8.startIndex, offsetBy: min(offset, text.utf8.count))
+        return position(of: index, in: text)
+    }
+
+    private static func firstInvalidUTF8(_ data: Data) -> (Int, Int) {
+        let bytes = [UInt8](data)
+        var line = 1, column = 1, index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            let length: Int
+            switch byte {
+            case 0..<0x80: length = 1
+            case 0xC2..<0xE0: length = 2
+            case 0xE0..<0xF0: length = 3
+            case 0xF0..<0xF5: length = 4
+            default: return (line, column)
+            }
+            if index + length > bytes.count { return (line, column) }
+            for next in bytes[(index + 1)..<(index + length)] where next & 0xC0 != 0x80 { return (line, column) }
+            if String(validating: bytes[index..<(index + length)], as: UTF8.self) == nil { return (line, column) }
+            if byte == 0x0A { line += 1; column = 1 } else { column += 1 }
+            index += length
+        }
+        return (line, column)
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+
+/// Writes rows into a keyed warehouse table idempotently and atomically:
+/// COPY into a temporary table, then one set-based merge that touches only
+/// rows whose values changed, and (on a full refresh) deletes keys that are
+/// no longer produced; all in one transaction.
+///
+/// Every row carries `_run_id` (the run that last inserted or changed it) and
+/// `_updated_at`; an unchanged row keeps both.
+public struct TableWriter: Sendable {
+    public let table: String
+    public let columns: [Field]
+    public let key: [String]
+
+    public init(table: String, columns: [Field], key: [String]) {
+        self.table = table
+        self.columns = columns
+        self.key = key
+    }
+
+    public static let lineageColumns = ["_run_id", "_updated_at"]
+
+    /// Writes `batches` and returns what changed. `inTransaction` runs inside
+    /// the same transaction before COMMIT (e.g. to record lineage).
+    public func write(_ connection: PGConnection, runID: UUID, deleteMissing: Bool,
+                      batches: ((Batch) throws -> Void) throws -> Void,
+                      inTransaction: (PGConnection, WriteCounts) throws -> Void = { _, _ in }) throws -> WriteCounts {
+        try ensureTable(connection)
+        try connection.execute("BEGIN")
+        do {
+            let counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing, batches: batches)
+            try inTransaction(connection, counts)
+            try connection.execute("COMMIT")
+            return counts
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    private var quotedTable: String { SQL.qualified(table) }
+    private var columnList: String { columns.map { SQL.ident($0.name) }.joined(separator: ", ") }
+    private var keyList: String { key.map(SQL.ident).joined(separator: ", ") }
+
+    private func writeInTransaction(_ connection: PGConnection, runID: UUID, deleteMissing: Bool,
+                                    batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
+        let staging = "pipelinekit_staging"
+        try connection.execute("""
+            CREATE TEMP TABLE \(staging) ON COMMIT DROP AS SELECT \(columnList) FROM \(quotedTable) WITH NO DATA
+            """)
+        var staged = 0
+        try connection.copyIn("COPY \(staging) (\(columnList)) FROM STDIN") { writer in
+            try batches { batch in
+                let positions = columns.map { field in batch.index(of: field.name)! }
+                var line = ""
+                line.reserveCapacity(256)
+                for row in 0..<batch.count {
+                    line.removeAll(keepingCapacity: true)
+                    for (index, position) in positions.enumerated() {
+                        if index > 0 { line += "\t" }
+                        CopyTextEncoder.append(batch.columns[position], row: row, to: &line)
+                    }
+                    line += "\n"
+                    try writer.write(line)
+                }
+                staged += batch.count
+            }
+        }
+        let duplicate = try connection.query("""
+            SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
+            """)
+        if duplicate.rowCount > 0 {
+            let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
+            throw StageFailure.data("\(duplicate.string(0, key.count) ?? "2") rows for the key (\(values)) of \(table); the key must be unique")
+        }
+        try connection.execute("ANALYZE \(staging)")
+        let valueColumns = columns.map(\.name).filter { !key.contains($0) }
+        let onConflict: String
+        if valueColumns.isEmpty {
+            onConflict = "DO NOTHING"
+        } else {
+            let assignments = (valueColumns.map { "\(SQL.ident($0)) = EXCLUDED.\(SQL.ident($0))" }
+                + ["_run_id = EXCLUDED._run_id", "_updated_at = EXCLUDED._updated_at"]).joined(separator: ", ")
+            let current = valueColumns.map { "t.\(SQL.ident($0))" }.joined(separator: ", ")
+            let incoming = valueColumns.map { "EXCLUDED.\(SQL.ident($0))" }.joined(separator: ", ")
+            onConflict = "DO UPDATE SET \(assignments) WHERE (\(current)) IS DISTINCT FROM (\(incoming))"
+        }
+        let merged = try connection.query("""
+            WITH merged AS (
+                INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
+                SELECT \(columnList), $1::uuid, now() FROM \(staging)
+                ON CONFLICT (\(keyList)) \(onConflict)
+                RETURNING (xmax = 0) AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+            """, [runID.uuidString.lowercased()])
+        var counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
+        if deleteMissing {
+            let match = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
+            counts.deleted = try connection.query("""
+                DELETE FROM \(quotedTable) AS t WHERE NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(match))
+                """).affectedRows
+        }
+        counts.unchanged = staged - counts.inserted - counts.updated
+        return counts
+    }
+
+    /// Creates the schema and table when missing; checks an existing table's
+    /// columns against the declaration so a drifted table fails clearly.
+    private func ensureTable(_ connection: PGConnection) throws {
+        let schema = SQL.splitQualified(table).schema
+        let definitions = columns.map { "\(SQL.ident($0.name)) \($0.type.sqlName)" }
+            + ["_run_id uuid NOT NULL", "_updated_at timestamptz NOT NULL", "PRIMARY KEY (\(keyList))"]
+        // IF NOT EXISTS is not safe against a concurrent creator; a lock taken
+        // for this short transaction makes stages writing in parallel take turns.
+        try connection.execute("BEGIN")
+        do {
+            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended('pipelinekit:ddl', 0))")
+            if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
+            try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
+            try connection.execute("COMMIT")
+        } catch {
+            _ = try? connection.execute("ROLLBACK")
+            throw error
+        }
+        let existing = try connection.query("""
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+            WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+            """, [quotedTable])
+        let found = Dictionary(existing.rows.map { ($0[0] ?? "", $0[1] ?? "") }, uniquingKeysWith: { a, _ in a })
+        var problems: [String] = []
+        for field in columns {
+            guard let type = found[field.name] else {
+                problems.append("column \(field.name) is missing")
+                continue
+            }
+            if type != field.type.formatTypeName { problems.append("column \(field.name) is \(type), declared \(field.type.sqlName)") }
+        }
+        for column in Self.lineageColumns where found[column] == nil { problems.append("column \(column) is missing") }
+        if !problems.isEmpty {
+            throw StageFailure.config("table \(table) does not match the declared columns: \(problems.joined(separator: "; ")); migrate it or drop it so it is recreated")
+        }
+    }
+}
+
+extension DataType {
+    /// The type as written in CREATE TABLE.
+    var sqlName: String {
+        switch self {
+        case .double: "double precision"
+        default: description
+        }
+    }
+
+    /// The type as `format_type` prints it.
+    var formatTypeName: String {
+        switch self {
+        case .smallint: "smallint"
+        case .int: "integer"
+        case .bigint: "bigint"
+        case .double: "double precision"
+        case .bool: "boolean"
+        case .text: "text"
+        case .date: "date"
+        case .timestamptz: "timestamp with time zone"
+        case let .numeric(precision, scale): "numeric(\(precision),\(scale))"
+        }
+    }
+}

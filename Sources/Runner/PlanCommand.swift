@@ -1,0 +1,41 @@
+import ArgumentParser
+import PipelineKit
+
+extension Runner {
+    struct Plan: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the pipeline's DAG: stages, types, edges, connections.")
+
+        enum Format: String, ExpressibleByArgument, CaseIterable { case text, dot, mermaid }
+
+        @OptionGroup var pipeline: PipelineArgument
+        @OptionGroup var variables: VariableOptions
+        @Option(help: "text, dot (Graphviz) or mermaid.")
+        var format: Format = .text
+
+        func run() throws {
+            let definition = try loadPipeline(pipeline.path, try variables.loadOptions())
+            let plan = try ExecutionPlan(pipeline: definition)
+            let stages = plan.order.compactMap { definition.stage($0) }
+            switch format {
+            case .text:
+                print("pipeline \(definition.name) (as_of \(definition.asOf))")
+                for (name, connection) in definition.connections.sorted(by: { $0.key < $1.key }) {
+                    print("  connection \(name): \(connection.info.redacted)\(connection.readOnly ? " (read-only)" : "")")
+                }
+                for (index, stage) in stages.enumerated() {
+                    let inputs = stage.inputs.isEmpty ? "" : " ← \(stage.inputs.joined(separator: ", "))"
+                    print("  \(index + 1). \(stage.id) [\(stage.type)]\(inputs)")
+                }
+            case .dot:
+                print("digraph \"\(definition.name)\" {\n  rankdir=LR;")
+                for stage in stages { print("  \"\(stage.id)\" [label=\"\(stage.id)\\n\(stage.type)\"];") }
+                for stage in stages { for input in stage.inputs { print("  \"\(input)\" -> \"\(stage.id)\";") } }
+                print("}")
+            case .mermaid:
+                print("flowchart LR")
+                for stage in stages { print("  \(stage.id)[\"\(stage.id)<br/>\(stage.type)\"]") }
+                for stage in stages { for input in stage.inputs { print("  \(input) --> \(stage.id)") } }
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import PipelineKit
+import Stages
+
+@main
+struct Runner: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "runner",
+        abstract: "Validate, plan and run PipelineKit pipelines.",
+        version: PipelineKitVersion.current,
+        subcommands: [Run.self, Validate.self, Plan.self, Stages.self])
+}
+
+/// How the CLI ends, documented in the README.
+enum ExitCode32 {
+    static let failed: Int32 = 1
+    static let invalid: Int32 = 2
+    static let locked: Int32 = 3
+    static let aborted: Int32 = 130
+}
+
+/// PIPELINE as a path, or a bare name resolved to `pipelines/NAME.yaml`.
+struct PipelineArgument: ParsableArguments {
+    @Argument(help: "A pipeline file, or a bare name resolved to pipelines/NAME.yaml.")
+    var pipeline: String
+
+    var path: String {
+        if pipeline.contains("/") || pipeline.hasSuffix(".yaml") || pipeline.hasSuffix(".yml") { return pipeline }
+        return "pipelines/\(pipeline).yaml"
+    }
+}
+
+struct VariableOptions: ParsableArguments {
+    @Option(name: .customLong("var"), help: "Override a pipeline variable, NAME=VALUE (repeatable).")
+    var variables: [String] = []
+
+    @Option(help: "The as_of date, YYYY-MM-DD (default: today in the pipeline's timezone).")
+    var asOf: String?
+
+    func loadOptions() throws -> LoadOptions {
+        var overrides: [(String, String)] = []
+        for text in variables {
+            guard let equals = text.firstIndex(of: "="), equals != text.startIndex else {
+                throw ValidationError("--var expects NAME=VALUE, got '\(text)'")
+            }
+            overrides.append((String(text[..<equals]), String(text[text.index(after: equals)...])))
+        }
+        var asOfDate: CivilDate?
+        if let asOf {
+            guard let date = CivilDate(iso: asOf) else { throw ValidationError("--as-of expects a date YYYY-MM-DD, got '\(asOf)'") }
+            asOfDate = date
+        }
+        return LoadOptions(variableOverrides: overrides, asOf: asOfDate)
+    }
+}
+
+/// Loads a pipeline, printing every problem and exiting 2 when it is invalid.
+func loadPipeline(_ path: String, _ options: LoadOptions) throws -> PipelineDefinition {
+    do {
+        return try PipelineLoader(registry: .standard).load(path: path, options: options)
+    } catch let error as PipelineDefinitionError {
+        for diagnostic in error.diagnostics { printError(diagnostic.description) }
+        printError("\(error.diagnostics.count) problem\(error.diagnostics.count == 1 ? "" : "s") in \(path); nothing was run")
+        throw ExitCode(ExitCode32.invalid)
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}

@@ -1,0 +1,3 @@
+enum PipelineKitVersion {
+    static let current = "0.1.0"
+}

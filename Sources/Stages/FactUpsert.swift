@@ -1,0 +1,57 @@
+import Foundation
+import PipelineKit
+
+/// Writes an input into a keyed warehouse table, idempotently, in one transaction.
+public struct FactUpsert: Stage {
+    public static let type = "factUpsert"
+    public static let summary = "Writes an input to a keyed warehouse table: creates it when missing, COPYs into a temp table, merges touching only changed rows, deletes keys no longer produced; one transaction."
+    public static let produces = OutputKind.table
+    public static let configKeys: [ConfigKey] = [
+        .required("from", .identifier, "the input to write"),
+        .required("columns", .dictionary(.string), "the table's columns in order, name: type; each must exist in the input"),
+    ] + WriteTarget.configKeys
+
+    let from: String
+    let fields: [Field]
+    let target: WriteTarget
+
+    public init(config: ConfigNode, build: StageBuild) throws {
+        from = try build.input(config["from"], kind: .relation)
+        fields = try build.fields(config["columns"])
+        target = try WriteTarget(config: config, build: build)
+        for name in target.key where !fields.contains(where: { $0.name == name }) {
+            build.error(at: config["key"]!, "key column '\(name)' is not among 'columns'")
+            throw StageBuild.Invalid()
+        }
+    }
+
+    public func run(_ context: StageContext) throws -> StageOutput {
+        let input = try context.relation(from)
+        for field in fields {
+            let source = try requireField(field.name, in: input.schema, of: "input '\(from)'")
+            guard source.type.storage == field.type.storage, source.type.scale == field.type.scale else {
+                throw StageFailure.config("column '\(field.name)' is \(source.type) in '\(from)' but declared \(field.type) for \(target.table)")
+            }
+        }
+        var rows = 0
+        _ = try target.write(columns: fields, context: context, deleteMissing: true) { emit in
+            try input.scan(context.scan) { batch in
+                rows += batch.count
+                try emit(batch)
+            }
+        }
+        context.metrics.produced(rows: rows)
+        return .table(name: target.table, relation: target.read(columns: fields))
+    }
+
+    public func restore(_ context: StageContext) throws -> StageOutput? {
+        .table(name: target.table, relation: target.read(columns: fields))
+    }
+}
+
+extension DataType {
+    var scale: Int {
+        if case .numeric(_, let scale) = self { return scale }
+        return 0
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import PipelineKit
+
+/// Builds a keyed lookup from an input, with declared key normalisation,
+/// a duplicate-key rule and a default row for misses; optionally persists it.
+public struct LookupBuild: Stage {
+    public static let type = "lookupBuild"
+    public static let summary = "Keyed lookup from an input: key normalisation, duplicate-key rule, default row for misses; optionally persisted as a warehouse table."
+    public static let produces = OutputKind.lookup
+    public static let configKeys: [ConfigKey] = [
+        .required("from", .identifier, "the input whose rows make the lookup"),
+        .required("key", .names, "the key column(s)"),
+        .optional("normalize", .names, "steps applied to text keys before comparing: \(KeyNormalization.documentation)"),
+        .optional("duplicates", .choice(["error", "first", "last", "all"]), "rule for rows sharing a key: error (default), first/last by order_by, or all (a multi-valued lookup)"),
+        .optional("order_by", .identifier, "column ordering duplicates for first/last"),
+        .optional("default", .dictionary(.any), "the row returned for keys that match nothing, column: value"),
+        .optional("persist", .object(WriteTarget.configKeys + [
+            .optional("include_default", .boolean, "also write the default row (default true)"),
+        ]), "also write every input row to a warehouse table"),
+    ]
+
+    let from: String
+    let key: [String]
+    let normalization: KeyNormalization
+    let duplicates: String
+    let orderBy: String?
+    let defaults: [(String, ConfigNode)]
+    let persist: WriteTarget?
+    let persistDefault: Bool
+
+    public init(config: ConfigNode, build: StageBuild) throws {
+        from = try build.input(config["from"], kind: .relation)
+        key = config["key"]!.strings!
+        var steps: [KeyNormalization.Step] = []
+        for word in config["normalize"]?.strings ?? [] {
+            guard let step = KeyNormalization.parse(word) else {
+                build.error(at: config["normalize"]!, "unknown normalisation '\(word)'; use \(KeyNormalization.documentation)")
+                throw StageBuild.Invalid()
+            }
+            steps.append(step)
+        }
+        normalization = KeyNormalization(steps: steps)
+        duplicates = config["duplicates"]?.string ?? "error"
+        orderBy = config["order_by"]?.string
+        if (duplicates == "first" || duplicates == "last") && orderBy == nil {
+            build.error(at: config["duplicates"]!, "duplicates: \(duplicates) needs 'order_by' to say which row comes first")
+            throw StageBuild.Invalid()
+        }
+        defaults = config["default"]?.entries.map { ($0.key, $0.value) } ?? []
+        persist = try config["persist"].map { try WriteTarget(config: $0, build: build) }
+        persistDefault = config["persist"]?["include_default"]?.bool ?? true
+    }
+
+    public func run(_ context: StageContext) throws -> StageOutput {
+        let rows = try context.relation(from).materialize(context.scan)
+        let lookup = try makeLookup(rows, context: context)
+        if let persist {
+            var all = rows
+            if persistDefault, let row = lookup.defaultRow { all.append(row: row) }
+            _ = try persist.write(columns: all.schema, context: context, deleteMissing: true) { try $0(all) }
+        }
+        context.metrics.produced(rows: rows.count)
+        return .lookup(lookup)
+    }
+
+    public func restore(_ context: StageContext) throws -> StageOutput? {
+        guard let persist, case .relation(let input)? = context.inputs[from] ?? nil else { return nil }
+        var rows = try persist.read(columns: input.schema).materialize(context.scan)
+        if persistDefault, !defaults.isEmpty {
+            // The default row was written with the others; keep it out of the index.
+            let defaultRow = try defaultRow(schema: rows.schema)
+            let kept = (0..<rows.count).filter { rows.row($0) != defaultRow }
+            var filtered = Batch(schema: rows.schema)
+            kept.forEach { filtered.append(row: rows.row($0)) }
+            rows = filtered
+        }
+        return .lookup(try makeLookup(rows, context: context))
+    }
+
+    private func makeLookup(_ rows: Batch, context: StageContext) throws -> Lookup {
+        let keyPositions = try key.map { try rows.require($0, in: "input '\(from)'") }
+        let orderPosition = try orderBy.map { try rows.require($0, in: "input '\(from)'") }
+        var index: [[Value]: [Int]] = [:]
+        var nullKeys = 0
+        for row in 0..<rows.count {
+            guard let normalised = normalization.apply(keyPositions.map { rows.columns[$0].value(at: row) }) else {
+                nullKeys += 1
+                continue
+            }
+            index[normalised, default: []].append(row)
+        }
+        context.metrics.exclude("null_or_empty_key", count: nullKeys)
+        var dropped = 0
+        for (entry, positions) in index where positions.count > 1 {
+            switch duplicates {
+            case "error":
+                throw StageFailure.data("\(positions.count) rows of '\(from)' share the key \(entry.map(\.description).joined(separator: ", ")) (rows \(positions.map { String($0 + 1) }.joined(separator: ", "))); set duplicates: first/last with order_by, or fix the source")
+            case "first", "last":
+                let column = rows.columns[orderPosition!]
+                let sorted = positions.sorted { a, b in
+                    let (x, y) = (column.value(at: a), column.value(at: b))
+                    return x == y ? a < b : Self.less(x, y)
+                }
+                index[entry] = [duplicates == "first" ? sorted.first! : sorted.last!]
+                dropped += positions.count - 1
+            default:
+                continue
+            }
+        }
+        context.metrics.exclude("duplicate_key", count: dropped)
+        return Lookup(rows: rows, keyColumns: key, normalization: normalization, index: index,
+                      defaultRow: defaults.isEmpty ? nil : try defaultRow(schema: rows.schema))
+    }
+
+    private func defaultRow(schema: [Field]) throws -> [Value] {
+        var row = [Value](repeating: .null, count: schema.count)
+        for (name, node) in defaults {
+            guard let position = schema.firstIndex(where: { $0.name == name }) else {
+                throw StageFailure.config("default names column '\(name)', which '\(from)' does not have")
+            }
+            guard let text = node.string else { continue }
+            switch schema[position].type.storage {
+            case .int:
+                guard let value = Int64(text) else { throw StageFailure.config("default \(name): '\(text)' is not a whole number") }
+                row[position] = .int(value)
+            case .double:
+                guard let value = Double(text) else { throw StageFailure.config("default \(name): '\(text)' is not a number") }
+                row[position] = .double(value)
+            case .text: row[position] = .text(text)
+            }
+        }
+        return row
+    }
+
+    static func less(_ a: Value, _ b: Value) -> Bool {
+        switch (a, b) {
+        case let (.int(x), .int(y)): x < y
+        case let (.double(x), .double(y)): x < y
+        case let (.text(x), .text(y)): x < y
+        case (.null, _): false
+        case (_, .null): true
+        default: a.description < b.description
+        }
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import PipelineKit
+
+/// Rolls an input up by dimensions into dashboard metrics, optionally
+/// unpivoting several column groups into one name column first, and writes
+/// the result with factUpsert's guarantees.
+public struct MetricRollup: Stage {
+    public static let type = "metricRollup"
+    public static let summary = "Groups an input by dimensions with aggregates (count, count of non-NULL, rounded avg, counts per ratio level), optionally unpivoting column groups into one name column; written like factUpsert."
+    public static let produces = OutputKind.table
+
+    public static let configKeys: [ConfigKey] = [
+        .required("from", .identifier, "the input to roll up"),
+        .required("dimensions", .dictionary(.either([.identifier, .object([
+            .required("column", .identifier, "input column"),
+            .optional("truncate", .choice(["month", "year"]), "truncate a date column to the first day of its month or year"),
+        ])])), "output dimension: input column, or {column, truncate}"),
+        .optional("unpivot", .object([
+            .required("name_column", .identifier, "output column holding the group's name"),
+            .required("groups", .dictionary(.dictionary(.identifier)), "name → {field: input column}; each input row yields one row per group"),
+        ]), "turn several column groups into rows"),
+        .required("metrics", .dictionary(.object([
+            .optional("count", .boolean, "rows in the group"),
+            .optional("count_not_null", .identifier, "rows where this field is not NULL"),
+            .optional("avg", .identifier, "average of the non-NULL values of this field"),
+            .optional("scale", .integer(min: 0), "with avg: decimal places, rounded half away from zero (default 2)"),
+        ])), "aggregates per group"),
+        .optional("levels", .object([
+            .required("numerator", .identifier, "integer field"),
+            .required("denominator", .identifier, "integer field; rows where it is NULL or ≤ 0 get no level"),
+            .required("thresholds", .dictionary(.string), "level column → lowest ratio as a fraction (e.g. high: 1/2 ... very_low: 0), highest first"),
+        ]), "count rows per ratio level, compared exactly in integers"),
+        .required("write", .object(WriteTarget.configKeys), "the warehouse table receiving the rollup"),
+    ]
+
+    struct Dimension: Sendable {
+        let name: String
+        let column: String
+        let truncate: String?
+    }
+
+    enum Metric: Sendable {
+        case count
+        case countNotNull(String)
+        case avg(String, scale: Int)
+    }
+
+    let from: String
+    let dimensions: [Dimension]
+    let unpivotColumn: String?
+    let groups: [(name: String, fields: [String: String])]
+    let metrics: [(name: String, metric: Metric)]
+    let levels: (numerator: String, denominator: String, thresholds: [(name: String, p: Int64, q: Int64)])?
+    let target: WriteTarget
+
+    public init(config: ConfigNode, build: StageBuild) throws {
+        from = try build.input(config["from"], kind: .relation)
+        dimensions = config["dimensions"]!.entries.map { entry in
+            Dimension(name: entry.key, column: entry.value.string ?? entry.value["column"]?.string ?? entry.key,
+                      truncate: entry.value["truncate"]?.string)
+        }
+        unpivotColumn = config["unpivot"]?["name_column"]?.string
+        groups = config["unpivot"]?["groups"]?.entries.map { entry in
+            (entry.key, Dictionary(entry.value.entries.map { ($0.key, $0.value.string!) }, uniquingKeysWith: { a, _ in a }))
+        } ?? []
+        var metrics: [(String, Metric)] = []
+        var failed = false
+        for entry in config["metrics"]!.entries {
+            let spec = entry.value
+            let kinds = ["count", "count_not_null", "avg"].filter { spec[$0] != nil }
+            guard kinds.count == 1 else {
+                build.error(at: spec, "metric '\(entry.key)' needs exactly one of count, count_not_null, avg")
+                failed = true
+                continue
+            }
+            switch kinds[0] {
+            case "count": metrics.append((entry.key, .count))
+            case "count_not_null": metrics.append((entry.key, .countNotNull(spec["count_not_null"]!.string!)))
+            default: metrics.append((entry.key, .avg(spec["avg"]!.string!, scale: spec["scale"]?.int ?? 2)))
+            }
+        }
+        self.metrics = metrics
+        if let node = config["levels"] {
+            var thresholds: [(String, Int64, Int64)] = []
+            for entry in node["thresholds"]!.entries {
+                guard let fraction = Self.fraction(entry.value.string ?? "") else {
+                    build.error(at: entry.value, "threshold '\(entry.key)': '\(entry.value.string ?? "")' is not a fraction such as 1/2 or 0")
+                    failed = true
+                    continue
+                }
+                if let last = thresholds.last, fraction.0 * last.2 > last.1 * fraction.1 {
+                    build.error(at: entry.value, "threshold '\(entry.key)' is higher than '\(last.0)'; list levels from highest to lowest")
+                    failed = true
+                }
+                thresholds.append((entry.key, fraction.0, fraction.1))
+            }
+            levels = (node["numerator"]!.string!, node["denominator"]!.string!, thresholds)
+        } else {
+            levels = nil
+        }
+        target = try WriteTarget(config: config["write"]!, build: build)
+        if failed { throw StageBuild.Invalid() }
+    }
+
+    static func fraction(_ text: String) -> (Int64, Int64)? {
+        let parts = text.split(separator: "/").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let p = parts.first.flatMap({ Int64($0) }), p >= 0 else { return nil }
+        guard parts.count == 2 else { return parts.count == 1 ? (p, 1) : nil }
+        guard let q = Int64(parts[1]), q > 0 else { return nil }
+        return (p, q)
+    }
+
+    /// One accumulator per output row.
+    struct Accumulator {
+        var count: Int64 = 0
+        var notNull: [Int64]
+        var sums: [Int64]
+        var levelCounts: [Int64]
+    }
+
+    public func run(_ context: StageContext) throws -> StageOutput {
+        let input = try context.relation(from).materialize(context.scan)
+        let what = "input '\(from)'"
+        let dimensionColumns = try dimensions.map { input.columns[try input.require($0.column, in: what)] }
+        let unpivoted: [(name: String?, fields: [String: String])] = groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
+        func column(_ field: String, _ group: [String: String]) throws -> Column {
+            input.columns[try input.require(group[field] ?? field, in: what)]
+        }
+        var outputFields = try dimensions.enumerated().map { index, dimension -> Field in
+            let type = dimensionColumns[index].field.type
+            if dimension.truncate != nil && type != .date {
+                throw StageFailure.config("dimension '\(dimension.name)': truncate needs a date column, '\(dimension.column)' is \(type)")
+            }
+            return Field(dimension.name, type)
+        }
+        if let unpivotColumn { outputFields.append(Field(unpivotColumn, .text)) }
+        var avgScales: [Int: (inScale: Int, outScale: Int)] = [:]
+        for (index, (name, metric)) in metrics.enumerated() {
+            switch metric {
+            case .count, .countNotNull: outputFields.append(Field(name, .int))
+            case .avg(let field, let scale):
+                let source = try column(field, unpivoted[0].fields)
+                guard source.field.type.storage == .int else {
+                    throw StageFailure.config("metric '\(name)': avg needs an integer or numeric field, '\(field)' is \(source.field.type)")
+                }
+                avgScales[index] = (source.field.type.scale, scale)
+                outputFields.append(Field(name, .numeric(precision: 12, scale: scale)))
+            }
+        }
+        for level in levels?.thresholds ?? [] { outputFields.append(Field(level.name, .int)) }
+
+        var order: [[Value]] = []
+        var accumulators: [[Value]: Accumulator] = [:]
+        for (groupName, fields) in unpivoted {
+            let metricColumns: [Column?] = try metrics.map { _, metric in
+                switch metric {
+                case .count: nil
+                case .countNotNull(let field), .avg(let field, _): try column(field, fields)
+                }
+            }
+            let numerator = try levels.map { try column($0.numerator, fields) }
+            let denominator = try levels.map { try column($0.denominator, fields) }
+            for row in 0..<input.count {
+                var key: [Value] = dimensions.indices.map { index in
+                    let value = dimensionColumns[index].value(at: row)
+                    guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
+                    let date = CivilDate(pgDays: day)
+                    return .int((truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays)
+                }
+                if let groupName { key.append(.text(groupName)) }
+                var accumulator = accumulators[key] ?? {
+                    order.append(key)
+                    return Accumulator(notNull: [Int64](repeating: 0, count: metrics.count),
+                                       sums: [Int64](repeating: 0, count: metrics.count),
+                                       levelCounts: [Int64](repeating: 0, count: levels?.thresholds.count ?? 0))
+                }()
+                accumulator.count += 1
+                for (index, column) in metricColumns.enumerated() {
+                    guard let column, !column.isNull(row) else { continue }
+                    accumulator.notNull[index] += 1
+                    accumulator.sums[index] += column.ints[row]
+                }
+                if let levels, let numerator, let denominator, !numerator.isNull(row), !denominator.isNull(row),
+                   denominator.ints[row] > 0 {
+                    let (n, d) = (numerator.ints[row], denominator.ints[row])
+                    // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in integers.
+                    if let level = levels.thresholds.firstIndex(where: { n * $0.q >= $0.p * d }) {
+                        accumulator.levelCounts[level] += 1
+                    }
+                }
+                accumulators[key] = accumulator
+            }
+        }
+
+        var output = Batch(schema: outputFields, capacity: order.count)
+        for key in order {
+            let accumulator = accumulators[key]!
+            var row = key
+            for (index, (_, metric)) in metrics.enumerated() {
+                switch metric {
+                case .count: row.append(.int(accumulator.count))
+                case .countNotNull: row.append(.int(accumulator.notNull[index]))
+                case .avg:
+                    let n = accumulator.notNull[index]
+                    guard n > 0, let scales = avgScales[index] else { row.append(.null); continue }
+                    let shift = scales.outScale - scales.inScale
+                    row.append(.int(shift >= 0
+                        ? Rounding.divide(accumulator.sums[index] * Rounding.pow10(shift), by: n)
+                        : Rounding.divide(accumulator.sums[index], by: n * Rounding.pow10(-shift))))
+                }
+            }
+            row += accumulator.levelCounts.map(Value.int)
+            output.append(row: row)
+        }
+        _ = try target.write(columns: outputFields, context: context, deleteMissing: true) { try $0(output) }
+        context.metrics.produced(rows: output.count)
+        return .table(name: target.table, relation: target.read(columns: outputFields))
+    }
+
+    public func restore(_ context: StageContext) throws -> StageOutput? { nil }
+}

@@ -1,0 +1,250 @@
+import Foundation
+import PipelineKit
+
+/// Groups rows by integer keys around a per-group anchor and aggregates
+/// timestamped events into calendar windows measured in a time zone.
+///
+/// Groups come from the anchor input (one per key, anchored on its earliest
+/// row); attributes come from the anchor row or from lookups; dates are the
+/// anchor's local date plus calendar months or days; events (another input)
+/// fall into a window when start date ≤ local day < window end. A window is
+/// closed when its end ≤ as_of; open windows yield NULL measures.
+public struct WindowAggregate: Stage {
+    public static let type = "windowAggregate"
+    public static let summary = "Groups by integer keys around an earliest-row anchor; dates as anchor + months/days; measures of events per calendar window in a time zone, closed against as_of."
+    public static let produces = OutputKind.relation
+
+    static let measureKeys: [ConfigKey] = [
+        .optional("count_distinct", .identifier, "count distinct non-NULL values of this event column"),
+        .optional("sum", .identifier, "sum of this event column (NULL counts as 0)"),
+        .optional("count", .boolean, "count events"),
+        .optional("count_lookup", .identifier, "count rows of this multi-valued lookup for the group whose 'column' is below the window's length in days"),
+        .optional("key", .names, "with count_lookup: the group columns matched against the lookup key"),
+        .optional("column", .identifier, "with count_lookup: the lookup column holding a day offset"),
+        .optional("where", .object([
+            .required("column", .identifier, "event column tested"),
+            .optional("at_least", .integer(), "keep events whose value is ≥ this (NULL never passes)"),
+            .optional("at_most", .integer(), "keep events whose value is ≤ this (NULL never passes)"),
+        ]), "only events passing this test count"),
+        .optional("clamp_min", .integer(), "with sum: values below this count as this"),
+        .optional("divide_by", .integer(min: 1), "with sum: divide the total by this"),
+        .optional("scale", .integer(min: 0), "with sum: decimal places of the result, rounded half away from zero (numeric(12,scale))"),
+    ]
+
+    public static let configKeys: [ConfigKey] = [
+        .required("group_by", .names, "one or two integer key columns, present in the anchor and event inputs"),
+        .required("anchor", .object([
+            .required("from", .identifier, "input whose rows define the groups"),
+            .required("earliest", .identifier, "timestamptz column; the group's earliest row is its anchor"),
+            .optional("tie_break", .identifier, "integer column deciding ties (lowest wins)"),
+        ]), "where groups and their start come from"),
+        .required("timezone", .string, "IANA time zone for local dates, e.g. Asia/Kolkata"),
+        .required("as_of", .date, "windows ending on or before this date are closed"),
+        .optional("attributes", .dictionary(.object([
+            .optional("anchor", .identifier, "take this column of the anchor row"),
+            .optional("lookup", .identifier, "take a column from this lookup input"),
+            .optional("key", .names, "anchor-row columns matched against the lookup key"),
+            .optional("column", .identifier, "the lookup column to take"),
+            .optional("required", .boolean, "drop groups whose key matches nothing (counted)"),
+        ])), "per-group output columns"),
+        .optional("dates", .dictionary(.object([
+            .optional("months", .integer(), "start date + this many calendar months (end-of-month clamped)"),
+            .optional("days", .integer(), "start date + this many days"),
+            .optional("days_from", .identifier, "start date + the value of this integer attribute (NULL stays NULL)"),
+        ])), "per-group date columns computed from the start date (the anchor's local date)"),
+        .required("events", .object([
+            .required("from", .identifier, "input holding the events"),
+            .required("time", .identifier, "timestamptz column; NULL events are ignored (counted)"),
+        ]), "the rows aggregated into windows"),
+        .required("windows", .dictionary(.object([
+            .required("end", .identifier, "a date column (from 'dates') ending the window, exclusive"),
+        ])), "windows from the start date to an end date"),
+        .required("measures", .dictionary(.object(measureKeys)), "measures computed per window, output as <window>_<measure>"),
+    ]
+
+    struct Attribute: Sendable {
+        enum Source: Sendable { case anchor(String), lookup(input: String, key: [String], column: String, required: Bool) }
+        let name: String
+        let source: Source
+    }
+
+    struct DateRule: Sendable {
+        enum Offset: Sendable { case months(Int), days(Int), daysFrom(String) }
+        let name: String
+        let offset: Offset
+    }
+
+    struct Measure: Sendable {
+        enum Kind: Sendable {
+            case countDistinct(String)
+            case sum(column: String, clampMin: Int64?, divideBy: Int64, scale: Int)
+            case count
+            case countLookup(input: String, key: [String], column: String)
+        }
+        let name: String
+        let kind: Kind
+        let filter: (column: String, atLeast: Int64?, atMost: Int64?)?
+    }
+
+    let groupBy: [String]
+    let anchorFrom: String
+    let earliest: String
+    let tieBreak: String?
+    let timezone: TimeZone
+    let asOf: CivilDate
+    let attributes: [Attribute]
+    let dates: [DateRule]
+    let eventsFrom: String
+    let eventTime: String
+    let windows: [(name: String, end: String)]
+    let measures: [Measure]
+
+    public init(config: ConfigNode, build: StageBuild) throws {
+        groupBy = config["group_by"]!.strings!
+        if groupBy.isEmpty || groupBy.count > 2 {
+            build.error(at: config["group_by"]!, "group_by takes one or two integer columns")
+            throw StageBuild.Invalid()
+        }
+        let anchor = config["anchor"]!
+        anchorFrom = try build.input(anchor["from"], kind: .relation)
+        earliest = anchor["earliest"]!.string!
+        tieBreak = anchor["tie_break"]?.string
+        guard let zone = TimeZone(identifier: config["timezone"]!.string!) else {
+            build.error(at: config["timezone"]!, "unknown time zone '\(config["timezone"]!.string!)'; use an IANA name such as Asia/Kolkata or UTC")
+            throw StageBuild.Invalid()
+        }
+        timezone = zone
+        asOf = CivilDate(iso: config["as_of"]!.string!)!
+        var attributes: [Attribute] = []
+        var failed = false
+        for entry in config["attributes"]?.entries ?? [] {
+            let spec = entry.value
+            if let column = spec["anchor"]?.string {
+                attributes.append(Attribute(name: entry.key, source: .anchor(column)))
+            } else if spec["lookup"] != nil {
+                guard let input = try? build.input(spec["lookup"], kind: .lookup),
+                      let key = spec["key"]?.strings, let column = spec["column"]?.string else {
+                    if spec["key"] == nil || spec["column"] == nil {
+                        build.error(at: spec, "attribute '\(entry.key)': a lookup attribute needs 'key' and 'column'")
+                    }
+                    failed = true
+                    continue
+                }
+                attributes.append(Attribute(name: entry.key, source: .lookup(input: input, key: key, column: column,
+                                                                           required: spec["required"]?.bool ?? false)))
+            } else {
+                build.error(at: spec, "attribute '\(entry.key)' needs 'anchor' or 'lookup'")
+                failed = true
+            }
+        }
+        self.attributes = attributes
+        var dates: [DateRule] = []
+        for entry in config["dates"]?.entries ?? [] {
+            let spec = entry.value
+            let given = ["months", "days", "days_from"].filter { spec[$0] != nil }
+            guard given.count == 1 else {
+                build.error(at: spec, "date '\(entry.key)' needs exactly one of months, days, days_from")
+                failed = true
+                continue
+            }
+            if let months = spec["months"]?.int { dates.append(DateRule(name: entry.key, offset: .months(months))) }
+            if let days = spec["days"]?.int { dates.append(DateRule(name: entry.key, offset: .days(days))) }
+            if let attribute = spec["days_from"]?.string {
+                if !attributes.contains(where: { $0.name == attribute }) {
+                    build.error(at: spec["days_from"]!, "date '\(entry.key)': days_from names '\(attribute)', which is not an attribute")
+                    failed = true
+                }
+                dates.append(DateRule(name: entry.key, offset: .daysFrom(attribute)))
+            }
+        }
+        self.dates = dates
+        let events = config["events"]!
+        eventsFrom = try build.input(events["from"], kind: .relation)
+        eventTime = events["time"]!.string!
+        var windows: [(String, String)] = []
+        for entry in config["windows"]!.entries {
+            let end = entry.value["end"]!.string!
+            if !dates.contains(where: { $0.name == end }) {
+                build.error(at: entry.value["end"]!, "window '\(entry.key)': end '\(end)' is not one of 'dates' (\(dates.map(\.name).joined(separator: ", ")))")
+                failed = true
+            }
+            windows.append((entry.key, end))
+        }
+        self.windows = windows
+        var measures: [Measure] = []
+        for entry in config["measures"]!.entries {
+            guard let measure = Self.measure(entry.key, entry.value, build: build) else { failed = true; continue }
+            measures.append(measure)
+        }
+        self.measures = measures
+        if failed { throw StageBuild.Invalid() }
+    }
+
+    private static func measure(_ name: String, _ spec: ConfigNode, build: StageBuild) -> Measure? {
+        let kinds = ["count_distinct", "sum", "count", "count_lookup"].filter { spec[$0] != nil }
+        guard kinds.count == 1 else {
+            build.error(at: spec, "measure '\(name)' needs exactly one of count_distinct, sum, count, count_lookup")
+            return nil
+        }
+        let filter = spec["where"].map { node in
+            (column: node["column"]!.string!, atLeast: node["at_least"]?.int.map(Int64.init), atMost: node["at_most"]?.int.map(Int64.init))
+        }
+        switch kinds[0] {
+        case "count_distinct":
+            return Measure(name: name, kind: .countDistinct(spec["count_distinct"]!.string!), filter: filter)
+        case "sum":
+            return Measure(name: name, kind: .sum(column: spec["sum"]!.string!, clampMin: spec["clamp_min"]?.int.map(Int64.init),
+                                                  divideBy: Int64(spec["divide_by"]?.int ?? 1), scale: spec["scale"]?.int ?? 0),
+                           filter: filter)
+        case "count":
+            return Measure(name: name, kind: .count, filter: filter)
+        default:
+            guard let input = try? build.input(spec["count_lookup"], kind: .lookup) else { return nil }
+            guard let key = spec["key"]?.strings, let column = spec["column"]?.string else {
+                build.error(at: spec, "measure '\(name)': count_lookup needs 'key' and 'column'")
+                return nil
+            }
+            if filter != nil { build.error(at: spec["where"]!, "measure '\(name)': count_lookup takes no 'where'") }
+            return Measure(name: name, kind: .countLookup(input: input, key: key, column: column), filter: nil)
+        }
+    }
+
+    /// Output columns: group keys, attributes, dates, then `<window>_<measure>`.
+    func outputSchema(anchor: [Field], lookups: [String: Lookup]) throws -> [Field] {
+        var fields = try groupBy.map { try requireField($0, in: anchor, of: "anchor input '\(anchorFrom)'") }
+        for attribute in attributes {
+            switch attribute.source {
+            case .anchor(let column):
+                fields.append(Field(attribute.name, try requireField(column, in: anchor, of: "anchor input '\(anchorFrom)'").type))
+            case let .lookup(input, _, column, _):
+                fields.append(Field(attribute.name, try requireField(column, in: lookups[input]!.schema, of: "lookup '\(input)'").type))
+            }
+        }
+        fields += dates.map { Field($0.name, .date) }
+        for window in windows {
+            for measure in measures {
+                let type: DataType
+                if case .sum(_, _, _, let scale) = measure.kind, scale > 0 {
+                    type = .numeric(precision: 12, scale: scale)
+                } else {
+                    type = .int
+                }
+                fields.append(Field("\(window.name)_\(measure.name)", type))
+            }
+        }
+        return fields
+    }
+
+    public func run(_ context: StageContext) throws -> StageOutput {
+        var lookups: [String: Lookup] = [:]
+        for attribute in attributes { if case .lookup(let input, _, _, _) = attribute.source { lookups[input] = try context.lookup(input) } }
+        for measure in measures { if case .countLookup(let input, _, _) = measure.kind { lookups[input] = try context.lookup(input) } }
+        let anchorRows = try context.relation(anchorFrom).materialize(context.scan)
+        let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups)
+        var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
+        try groups.aggregate(events: try context.relation(eventsFrom), context: context)
+        let output = try groups.output(schema: schema)
+        context.metrics.produced(rows: output.count)
+        return .relation(MaterializedRelation(output))
+    }
+}

@@ -1,0 +1,327 @@
+import Foundation
+import PipelineKit
+
+/// Two integer keys; a single-key grouping leaves `b` at zero.
+struct GroupKey: Hashable {
+    let a: Int64
+    let b: Int64
+}
+
+/// Per-group state of a `windowAggregate`, in flat arrays indexed by group
+/// (and window and measure), so that the event loop touches no objects.
+struct GroupTable {
+    let stage: WindowAggregate
+    let anchor: Batch
+    private(set) var index: [GroupKey: Int32] = [:]
+    private(set) var anchorRow: [Int] = []
+    private(set) var startDay: [Int64] = []
+    private(set) var attributeValues: [[Value]] = []
+    private(set) var dateValues: [[Int64?]] = []
+    /// End day per group and window; nil for an open-ended window.
+    private(set) var windowEnd: [Int64?] = []
+    private var sums: [Int64] = []
+    private var lookupCounts: [Int64] = []
+    private var distinct = DistinctBits()
+    private var denseValues: [Int64: Int] = [:]
+
+    var windowCount: Int { stage.windows.count }
+    var measureCount: Int { stage.measures.count }
+    var groupCount: Int { anchorRow.count }
+
+    init(stage: WindowAggregate, anchor: Batch, lookups: [String: Lookup], context: StageContext) throws {
+        self.stage = stage
+        self.anchor = anchor
+        let what = "anchor input '\(stage.anchorFrom)'"
+        let keyPositions = try stage.groupBy.map { try anchor.require($0, in: what) }
+        for position in keyPositions where !anchor.columns[position].field.type.isInteger {
+            throw StageFailure.config("group_by column '\(anchor.columns[position].field.name)' must be an integer column, not \(anchor.columns[position].field.type)")
+        }
+        let timePosition = try anchor.require(stage.earliest, in: what)
+        guard anchor.columns[timePosition].field.type == .timestamptz else {
+            throw StageFailure.config("anchor.earliest '\(stage.earliest)' must be timestamptz, not \(anchor.columns[timePosition].field.type)")
+        }
+        let tiePosition = try stage.tieBreak.map { try anchor.require($0, in: what) }
+        let times = anchor.columns[timePosition]
+        let keys = keyPositions.map { anchor.columns[$0] }
+
+        // The anchor row of a group is its earliest row; ties go to the lowest tie_break.
+        var best: [GroupKey: Int] = [:]
+        var nullKeys = 0, nullTimes = 0
+        for row in 0..<anchor.count {
+            if keys.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
+            if times.isNull(row) { nullTimes += 1; continue }
+            let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
+            if let current = best[key] {
+                let (t, u) = (times.ints[row], times.ints[current])
+                let earlier = t < u || (t == u && tiePosition.map { anchor.columns[$0].value(at: row) } .map {
+                    LookupBuild.less($0, anchor.columns[tiePosition!].value(at: current))
+                } ?? false)
+                if earlier { best[key] = row }
+            } else {
+                best[key] = row
+            }
+        }
+        context.metrics.exclude("anchor_null_key", count: nullKeys)
+        context.metrics.exclude("anchor_null_time", count: nullTimes)
+
+        // Attributes, dropping groups whose required lookups miss.
+        var mapper = LocalDayMapper(zone: stage.timezone)
+        let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
+        var missing: [String: Int] = [:]
+        for (key, row) in ordered {
+            var values: [Value] = []
+            var dropped = false
+            for attribute in stage.attributes {
+                switch attribute.source {
+                case .anchor(let column):
+                    values.append(anchor.columns[try anchor.require(column, in: what)].value(at: row))
+                case let .lookup(input, keyColumns, column, required):
+                    let lookup = lookups[input]!
+                    let raw = try keyColumns.map { anchor.columns[try anchor.require($0, in: what)].value(at: row) }
+                    let found = !lookup.positions(forRaw: raw).isEmpty
+                    if required && !found {
+                        missing["\(attribute.name)_not_found", default: 0] += 1
+                        dropped = true
+                    }
+                    let columnIndex = lookup.schema.firstIndex { $0.name == column }!
+                    values.append(lookup.value(columnIndex, forRaw: raw))
+                }
+            }
+            if dropped { continue }
+            index[key] = Int32(anchorRow.count)
+            anchorRow.append(row)
+            attributeValues.append(values)
+            startDay.append(mapper.localDay(micros: times.ints[row]))
+        }
+        for (rule, count) in missing { context.metrics.exclude(rule, count: count) }
+        try computeDates()
+        try computeLookupCounts(lookups: lookups)
+        sums = [Int64](repeating: 0, count: groupCount * windowCount * measureCount)
+    }
+
+    private mutating func computeDates() throws {
+        dateValues = []
+        for group in 0..<groupCount {
+            let start = CivilDate(pgDays: startDay[group])
+            var values: [Int64?] = []
+            for rule in stage.dates {
+                switch rule.offset {
+                case .months(let months): values.append(start.adding(months: months).pgDays)
+                case .days(let days): values.append(startDay[group] + Int64(days))
+                case .daysFrom(let attribute):
+                    let position = stage.attributes.firstIndex { $0.name == attribute }!
+                    values.append(attributeValues[group][position].intValue.map { startDay[group] + $0 })
+                }
+            }
+            dateValues.append(values)
+        }
+        let datePositions = stage.windows.map { window in stage.dates.firstIndex { $0.name == window.end }! }
+        windowEnd = []
+        windowEnd.reserveCapacity(groupCount * windowCount)
+        for group in 0..<groupCount {
+            for position in datePositions { windowEnd.append(dateValues[group][position]) }
+        }
+    }
+
+    /// count_lookup measures depend only on the group, not on events.
+    private mutating func computeLookupCounts(lookups: [String: Lookup]) throws {
+        lookupCounts = [Int64](repeating: 0, count: groupCount * windowCount * measureCount)
+        for (m, measure) in stage.measures.enumerated() {
+            guard case let .countLookup(input, keyColumns, column) = measure.kind else { continue }
+            let lookup = lookups[input]!
+            let valueColumn = try lookup.rows.require(column, in: "lookup '\(input)'")
+            let keyPositions = try keyColumns.map { try anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }
+            var sortedByKey: [[Value]: [Int64]] = [:]
+            for group in 0..<groupCount {
+                let raw = keyPositions.map { anchor.columns[$0].value(at: anchorRow[group]) }
+                let offsets: [Int64]
+                if let cached = sortedByKey[raw] {
+                    offsets = cached
+                } else {
+                    offsets = lookup.positions(forRaw: raw).compactMap { lookup.rows.columns[valueColumn].value(at: $0).intValue }.sorted()
+                    sortedByKey[raw] = offsets
+                }
+                for w in 0..<windowCount {
+                    guard let end = windowEnd[group * windowCount + w] else { continue }
+                    let length = end - startDay[group]
+                    lookupCounts[(group * windowCount + w) * measureCount + m] = Int64(Self.countBelow(offsets, length))
+                }
+            }
+        }
+    }
+
+    static func countBelow(_ sorted: [Int64], _ limit: Int64) -> Int {
+        var low = 0, high = sorted.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sorted[mid] < limit { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
+    /// Streams the events once, adding each to every window it falls in.
+    mutating func aggregate(events: any Relation, context: StageContext) throws {
+        let what = "events input '\(stage.eventsFrom)'"
+        var mapper = LocalDayMapper(zone: stage.timezone)
+        var nullKeys = 0, nullTimes = 0, withoutGroup = 0, beforeStart = 0, afterWindows = 0
+        let windows = windowCount, measures = measureCount
+        let distinctSlots = stage.measures.map { if case .countDistinct = $0.kind { true } else { false } }
+        distinct.configure(slots: groupCount * windows * measures)
+        try events.scan(context.scan) { batch in
+            let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
+            let time = batch.columns[try batch.require(stage.eventTime, in: what)]
+            guard time.field.type == .timestamptz else {
+                throw StageFailure.config("events.time '\(stage.eventTime)' must be timestamptz, not \(time.field.type)")
+            }
+            let sources: [Column?] = try stage.measures.map { measure in
+                switch measure.kind {
+                case .countDistinct(let column), .sum(let column, _, _, _): batch.columns[try batch.require(column, in: what)]
+                default: nil
+                }
+            }
+            for source in sources.compactMap({ $0 }) where source.field.type.storage != .int {
+                throw StageFailure.config("measure column '\(source.field.name)' must be an integer column, not \(source.field.type)")
+            }
+            let filters: [Column?] = try stage.measures.map { measure in
+                try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
+            }
+            var dense = [Int](repeating: -1, count: measures)
+            var passes = [Bool](repeating: true, count: measures)
+            for row in 0..<batch.count {
+                if keys[0].isNull(row) || (keys.count > 1 && keys[1].isNull(row)) { nullKeys += 1; continue }
+                if time.isNull(row) { nullTimes += 1; continue }
+                guard let group = index[GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)].map(Int.init) else {
+                    withoutGroup += 1
+                    continue
+                }
+                let day = mapper.localDay(micros: time.ints[row])
+                if day < startDay[group] { beforeStart += 1; continue }
+                for m in 0..<measures {
+                    if let filter = stage.measures[m].filter, let column = filters[m] {
+                        let value = column.ints[row]
+                        passes[m] = !column.isNull(row) && (filter.atLeast.map { value >= $0 } ?? true)
+                            && (filter.atMost.map { value <= $0 } ?? true)
+                    }
+                    if distinctSlots[m] {
+                        let source = sources[m]!
+                        if source.isNull(row) { dense[m] = -1 } else { dense[m] = denseIndex(source.ints[row]) }
+                    }
+                }
+                var counted = false
+                for w in 0..<windows {
+                    guard let end = windowEnd[group * windows + w], day < end else { continue }
+                    counted = true
+                    let base = (group * windows + w) * measures
+                    for m in 0..<measures where passes[m] {
+                        switch stage.measures[m].kind {
+                        case .countDistinct:
+                            if dense[m] >= 0 { distinct.insert(dense[m], slot: base + m) }
+                        case let .sum(_, clampMin, _, _):
+                            let source = sources[m]!
+                            var value = source.isNull(row) ? 0 : source.ints[row]
+                            if let clampMin, value < clampMin { value = clampMin }
+                            sums[base + m] &+= value
+                        case .count:
+                            sums[base + m] += 1
+                        case .countLookup:
+                            break
+                        }
+                    }
+                }
+                if !counted { afterWindows += 1 }
+            }
+        }
+        context.metrics.exclude("event_null_key", count: nullKeys)
+        context.metrics.exclude("event_null_time", count: nullTimes)
+        context.metrics.exclude("event_without_group", count: withoutGroup)
+        context.metrics.exclude("event_before_start", count: beforeStart)
+        context.metrics.exclude("event_after_windows", count: afterWindows)
+    }
+
+    private mutating func denseIndex(_ value: Int64) -> Int {
+        if let index = denseValues[value] { return index }
+        let index = denseValues.count
+        denseValues[value] = index
+        return index
+    }
+
+    func output(schema: [Field]) throws -> Batch {
+        var batch = Batch(schema: schema, capacity: groupCount)
+        let keyPositions = stage.groupBy.map { anchor.index(of: $0)! }
+        let asOfDay = stage.asOf.pgDays
+        for group in 0..<groupCount {
+            var row: [Value] = keyPositions.map { anchor.columns[$0].value(at: anchorRow[group]) }
+            row += attributeValues[group]
+            row += dateValues[group].map { $0.map(Value.int) ?? .null }
+            for w in 0..<windowCount {
+                let end = windowEnd[group * windowCount + w]
+                let closed = end.map { $0 <= asOfDay } ?? false
+                let base = (group * windowCount + w) * measureCount
+                for (m, measure) in stage.measures.enumerated() {
+                    guard closed else { row.append(.null); continue }
+                    switch measure.kind {
+                    case .countDistinct: row.append(.int(Int64(distinct.count(slot: base + m))))
+                    case .count: row.append(.int(sums[base + m]))
+                    case .countLookup: row.append(.int(lookupCounts[base + m]))
+                    case let .sum(_, _, divideBy, scale):
+                        row.append(.int(Rounding.divide(sums[base + m] * Rounding.pow10(scale), by: divideBy)))
+                    }
+                }
+            }
+            batch.append(row: row)
+        }
+        return batch
+    }
+}
+
+/// Exact decimal rounding in integers, half away from zero like PostgreSQL's round(numeric).
+enum Rounding {
+    static func divide(_ value: Int64, by divisor: Int64) -> Int64 {
+        var quotient = value / divisor
+        let remainder = value % divisor
+        if 2 * remainder.magnitude >= divisor.magnitude {
+            quotient += (value < 0) != (divisor < 0) ? -1 : 1
+        }
+        return quotient
+    }
+
+    static func pow10(_ n: Int) -> Int64 { (0..<n).reduce(1) { acc, _ in acc * 10 } }
+}
+
+/// Growable bitsets, one per slot, in one flat array: a compact set of small
+/// dense integers per (group, window, measure).
+struct DistinctBits {
+    private var words: [UInt64] = []
+    private var stride = 0
+    private var slots = 0
+
+    mutating func configure(slots: Int) {
+        self.slots = slots
+        stride = 0
+        words = []
+    }
+
+    mutating func insert(_ value: Int, slot: Int) {
+        let word = value >> 6
+        if word >= stride { grow(to: max(word + 1, stride * 2)) }
+        words[slot * stride + word] |= 1 << UInt64(value & 63)
+    }
+
+    func count(slot: Int) -> Int {
+        guard stride > 0 else { return 0 }
+        var total = 0
+        for index in (slot * stride)..<((slot + 1) * stride) { total += words[index].nonzeroBitCount }
+        return total
+    }
+
+    private mutating func grow(to newStride: Int) {
+        var grown = [UInt64](repeating: 0, count: slots * newStride)
+        if stride > 0 {
+            for slot in 0..<slots {
+                for word in 0..<stride { grown[slot * newStride + word] = words[slot * stride + word] }
+            }
+        }
+        words = grown
+        stride = newStride
+    }
+}
