@@ -119,7 +119,14 @@ public struct MetricRollup: Stage {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let input = try context.relation(from).materialize(context.scan)
+        let output = try rollup(try context.relation(from).materialize(context.scan))
+        _ = try target.write(columns: output.schema, context: context, deleteMissing: true) { try $0(output) }
+        context.metrics.produced(rows: output.count)
+        return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    /// The rollup itself, without writing: one row per dimension group (and unpivot name).
+    func rollup(_ input: Batch) throws -> Batch {
         let what = "input '\(from)'"
         let dimensionColumns = try dimensions.map { input.columns[try input.require($0.column, in: what)] }
         let unpivoted: [(name: String?, fields: [String: String])] = groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
@@ -212,9 +219,7 @@ public struct MetricRollup: Stage {
             row += accumulator.levelCounts.map(Value.int)
             output.append(row: row)
         }
-        _ = try target.write(columns: outputFields, context: context, deleteMissing: true) { try $0(output) }
-        context.metrics.produced(rows: output.count)
-        return .table(name: target.table, relation: target.read(columns: outputFields))
+        return output
     }
 
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }

@@ -41,6 +41,8 @@ public final class PGConnection: @unchecked Sendable {
         }
         conn = connection
         cancelHandle = PQgetCancel(connection)
+        // Server notices ("schema already exists, skipping") are not for the user's terminal.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
     }
 
     deinit {
