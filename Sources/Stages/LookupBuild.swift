@@ -120,6 +120,11 @@ public struct LookupBuild: Stage {
             }
             guard let text = node.string else { continue }
             switch schema[position].type.storage {
+            case .int where schema[position].type == .bool:
+                guard let value = ["false": Int64(0), "true": 1][text.lowercased()] else {
+                    throw StageFailure.config("default \(name): '\(text)' is not true or false")
+                }
+                row[position] = .int(value)
             case .int:
                 guard let value = Int64(text) else { throw StageFailure.config("default \(name): '\(text)' is not a whole number") }
                 row[position] = .int(value)

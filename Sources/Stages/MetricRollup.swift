@@ -103,7 +103,7 @@ public struct MetricRollup: Stage {
     }
 
     static func fraction(_ text: String) -> (Int64, Int64)? {
-        let parts = text.split(separator: "/").map { $0.trimmingCharacters(in: .whitespaces) }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
         guard let p = parts.first.flatMap({ Int64($0) }), p >= 0 else { return nil }
         guard parts.count == 2 else { return parts.count == 1 ? (p, 1) : nil }
         guard let q = Int64(parts[1]), q > 0 else { return nil }

@@ -129,7 +129,11 @@ public struct PipelineLoader: Sendable {
                 sink.error(at: urlNode, "connection '\(entry.key)': environment variable \(name) is not set and has no default; export it or write ${\(name):-default}")
             }
             if !unresolved.isEmpty { continue }
-            if Interpolation.pieces(written)?.contains(where: { if case .literal(let l) = $0 { return ConnInfo(l).hasPassword } else { return false } }) == true {
+            // Replace every reference by a placeholder: a password that survives is written in the file.
+            let placeholder = "pipelinekit_reference"
+            let literalOnly = Interpolation.substitute(written) { _ in placeholder }.0
+            if let password = (try? ConnInfo(literalOnly).parsed())?["password"], !password.isEmpty,
+               !password.contains(placeholder) {
                 sink.error(at: urlNode, "connection '\(entry.key)': a password is written in the pipeline file; pass it through ${VAR}, PGPASSWORD or ~/.pgpass")
                 continue
             }
@@ -179,17 +183,17 @@ public struct PipelineLoader: Sendable {
         let commandLine = DiagnosticSink(file: "--var")
         for (name, value) in options.variableOverrides {
             guard let declared = result[name] else {
-                sink.error(line: 1, column: 1, "--var \(name)=…: the pipeline declares no variable '\(name)'"
-                           + Suggestion.didYouMean(name, in: Array(result.keys)))
+                commandLine.error(line: 1, column: 1, "--var \(name)=…: the pipeline declares no variable '\(name)'"
+                                  + Suggestion.didYouMean(name, in: Array(result.keys)))
                 continue
             }
             if let problem = VariableValue.problem(kind: declared.kind, text: value) {
-                sink.error(line: 1, column: 1, "--var \(name)=\(value): the value \(problem) (declared \(declared.kind.rawValue))")
+                commandLine.error(line: 1, column: 1, "--var \(name)=\(value): the value \(problem) (declared \(declared.kind.rawValue))")
                 continue
             }
             result[name] = VariableValue(kind: declared.kind, text: value)
         }
-        _ = commandLine
+        commandLine.diagnostics.forEach(sink.append)
         for (name, value) in result where value.text.isEmpty && value.kind != .string {
             if let node = node?[name] {
                 sink.error(at: node, "variable '\(name)' has no default; give one or pass --var \(name)=VALUE")
@@ -288,14 +292,18 @@ public struct PipelineLoader: Sendable {
             switch node {
             case .scalar(let scalar):
                 guard scalar.string.contains("${") else { return node }
-                let (text, unresolved, malformed) = Interpolation.substitute(scalar.string) { variables[$0]?.text }
+                let (substituted, unresolved, malformed) = Interpolation.substitute(scalar.string) { variables[$0]?.text }
+                // Keep the written text when something is unresolved, so one mistake gives one message.
+                let text = unresolved.isEmpty && !malformed ? substituted : scalar.string
                 let located = ConfigNode(node, path: "", line: config.line, column: config.column)
                 if malformed { sink.error(at: located, "stage '\(stageID)': unclosed '${' in '\(scalar.string)'") }
                 for name in unresolved {
                     sink.error(at: located, "stage '\(stageID)': variable '\(name)' is not defined under 'variables'"
                                + Suggestion.didYouMean(name, in: Array(variables.keys)))
                 }
-                return .scalar(.init(text, Tag(.implicit), .plain, scalar.mark))
+                // A quoted value stays a string; a plain one is typed by its substituted text.
+                let quoted = scalar.style != .plain && scalar.style != .any
+                return .scalar(.init(text, quoted ? Tag(.str) : Tag(.implicit), quoted ? scalar.style : .plain, scalar.mark))
             case .mapping(let mapping):
                 return .mapping(.init(mapping.map { ($0.key, walk($0.value)) }, mapping.tag, mapping.style, mapping.mark))
             case .sequence(let sequence):

@@ -42,6 +42,11 @@ public final class DiagnosticSink: @unchecked Sendable {
         error(line: node.line, column: node.column, message)
     }
 
+    /// Adds a diagnostic located in another file (e.g. the command line).
+    public func append(_ diagnostic: Diagnostic) {
+        if !diagnostics.contains(diagnostic) { diagnostics.append(diagnostic) }
+    }
+
     public var hasErrors: Bool { !diagnostics.isEmpty }
 
     public func sorted() -> [Diagnostic] { diagnostics.sorted() }

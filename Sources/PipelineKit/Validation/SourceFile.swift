@@ -17,7 +17,7 @@ enum SourceFile {
 
     static func parse(_ data: Data, sink: DiagnosticSink) -> ConfigNode? {
         guard data.count <= maxBytes else {
-            sink.error(line: 1, column: 1, String(format: "the file is %.1f MB; pipeline files are limited to %d KiB", Double(data.count) / 1e6, maxBytes / 1024))
+            sink.error(line: 1, column: 1, "the file is \(data.count / 1024) KiB; pipeline files are limited to \(maxBytes / 1024) KiB")
             return nil
         }
         guard let text = String(validating: data, as: UTF8.self) else {
@@ -34,7 +34,6 @@ enum SourceFile {
             sink.error(line: 1, column: 1, "the file is empty; a pipeline needs at least 'pipeline:' and 'stages:'")
             return nil
         }
-        if reportTabs(text, sink: sink) { return nil }
         let root: Node
         do {
             guard let node = try Parser(yaml: text).singleRoot() else {
@@ -43,7 +42,8 @@ enum SourceFile {
             }
             root = node
         } catch let error as YamlError {
-            report(error, sink: sink)
+            // libyaml's message for tab indentation is cryptic; say it plainly when that is the cause.
+            if !reportTabs(text, sink: sink) { report(error, sink: sink) }
             return nil
         } catch {
             sink.error(line: 1, column: 1, "cannot parse YAML: \(error)")
@@ -72,7 +72,7 @@ enum SourceFile {
     /// Tabs in indentation are a YAML error whose libyaml message is cryptic; say it plainly.
     private static func reportTabs(_ text: String, sink: DiagnosticSink) -> Bool {
         var found = false
-        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, line) in text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let indent = line.prefix { $0 == " " || $0 == "\t" }
             if let tab = indent.firstIndex(of: "\t") {
                 let column = line.distance(from: line.startIndex, to: tab) + 1
@@ -99,10 +99,12 @@ enum SourceFile {
         }
     }
 
+    /// Line and column (in Unicode scalars, as libyaml counts) of an index; CRLF counts as one line break.
     static func position(of index: String.Index, in text: String) -> (Int, Int) {
-        let before = text[..<index]
-        let line = before.reduce(1) { $1 == "\n" ? $0 + 1 : $0 }
-        let column = before.count - (before.lastIndex(of: "\n").map { before.distance(from: before.startIndex, to: $0) + 1 } ?? 0) + 1
+        var line = 1, column = 1
+        for scalar in text.unicodeScalars[..<index] {
+            if scalar == "\n" { line += 1; column = 1 } else if scalar != "\r" { column += 1 }
+        }
         return (line, column)
     }
 

@@ -28,18 +28,19 @@ enum CopyTextEncoder {
             + String(repeating: "0", count: scale - fraction.count) + fraction
     }
 
+    /// Works on Unicode scalars: Swift folds "\r\n" into one Character.
     private static func escape(_ text: String, into line: inout String) {
-        guard text.contains(where: { $0 == "\\" || $0 == "\t" || $0 == "\n" || $0 == "\r" }) else {
+        guard text.unicodeScalars.contains(where: { $0 == "\\" || $0 == "\t" || $0 == "\n" || $0 == "\r" }) else {
             line += text
             return
         }
-        for character in text {
-            switch character {
+        for scalar in text.unicodeScalars {
+            switch scalar {
             case "\\": line += "\\\\"
             case "\t": line += "\\t"
             case "\n": line += "\\n"
             case "\r": line += "\\r"
-            default: line.append(character)
+            default: line.unicodeScalars.append(scalar)
             }
         }
     }

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import PipelineKit
+import Stages
+import XCTest
+
+/// The shipped Dost pipeline against the independent SQL reference written
+/// from the specification (sql/reference_warehouse.sql), on generated data
+/// with every edge case.
+/// The shipped Dost pipeline, its sample source and the SQL reference, shared by the integration tests.
+enum Dost {
+    static let tables: [(name: String, columns: String)] = [
+        ("partnerorg", "id, name, provider_number"),
+        ("programlist", "program_id, max_seq, lessons, duration_days"),
+        ("userprogram_fact", """
+            user_id, program_id, created_on, program_start, month1date, month3date, month5date, programenddate,
+            partnerorg_id, month1_completed_lessons, month1_completed_minutes, month3_completed_lessons,
+            month3_completed_minutes, eop_completed_lessons, eop_completed_minutes
+            """),
+        ("engagement_metric", """
+            partnerorg_id, program_id, cohort_month, window_name, users, users_closed, avg_lessons, avg_minutes,
+            high, medium, low, very_low
+            """),
+    ]
+
+    nonisolated(unsafe) static var source: String?
+
+    /// One sample source for the whole class: generating it is the slow part.
+    static func sourceDatabase() throws -> String {
+        if let source = source { return source }
+        let source = try TestDatabase.createDatabase("dost_source")
+        try TestDatabase.shell(["scripts/sample-data", "--url", source, "--users", "700", "--seed", "7"])
+        Dost.source = source
+        return source
+    }
+
+    static func loadPipeline(source: String, warehouse: String, asOf: String, file: String = "pipelines/dost_warehouse.yaml") throws -> PipelineDefinition {
+        var environment = ProcessInfo.processInfo.environment
+        environment["DOST_SOURCE_URL"] = source
+        environment["DOST_WAREHOUSE_URL"] = warehouse
+        return try PipelineLoader(registry: .standard).load(
+            path: TestDatabase.repositoryRoot.appendingPathComponent(file).path,
+            options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
+    }
+
+    static func run(_ pipeline: PipelineDefinition, observers: [any RunObserver] = []) async throws -> RunReport {
+        var logger = Logger(label: "test")
+        logger.logLevel = .error
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger, observers: observers,
+                                                                                    sleep: { _ in }))
+        return try await executor.run()
+    }
+
+    static func assertWarehouseEqualsReference(source: String, warehouse: String, asOf: String,
+                                        file: StaticString = #filePath, line: UInt = #line) throws {
+        let reference = try TestDatabase.connect(source)
+        try reference.execute("SET ref.as_of = '\(asOf)'; SET ref.timezone = 'Asia/Kolkata'; SET ref.min_listen_secs = '30'")
+        try reference.execute(String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("sql/reference_warehouse.sql"), encoding: .utf8))
+        let actual = try TestDatabase.connect(warehouse)
+        for table in tables {
+            let expected = try TestDatabase.rows(reference, "SELECT \(table.columns) FROM ref.\(table.name)")
+            let got = try TestDatabase.rows(actual, "SELECT \(table.columns) FROM dw.\(table.name)")
+            XCTAssertFalse(expected.isEmpty, "reference \(table.name) is empty", file: file, line: line)
+            XCTAssertEqual(got.count, expected.count, "\(table.name) row count at as_of \(asOf)", file: file, line: line)
+            let missing = Set(expected).subtracting(got), extra = Set(got).subtracting(expected)
+            XCTAssertTrue(missing.isEmpty && extra.isEmpty,
+                          "\(table.name) at as_of \(asOf): \(missing.count) expected rows missing (e.g. \(missing.sorted().prefix(3))), \(extra.count) unexpected (e.g. \(extra.sorted().prefix(3)))",
+                          file: file, line: line)
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Logging
+import PipelineKit
+import Stages
+import XCTest
+
+/// Faults and hostile input against a real PostgreSQL: each test would fail
+/// without the guarantee it names.
+final class ReliabilityTests: XCTestCase {
+    /// Writes a variant of a pipeline to a temporary file and loads it.
+    func load(_ yaml: String, source: String, warehouse: String, asOf: String = "2020-10-15") throws -> PipelineDefinition {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        var environment = ProcessInfo.processInfo.environment
+        environment["DOST_SOURCE_URL"] = source
+        environment["DOST_WAREHOUSE_URL"] = warehouse
+        return try PipelineLoader(registry: .standard).load(path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
+    }
+
+    func dostYAML() throws -> String {
+        try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
+    }
+
+    static let header = """
+        pipeline: hostile
+        connections:
+          source: {url: "${DOST_SOURCE_URL}", read_only: true}
+          warehouse: {url: "${DOST_WAREHOUSE_URL}"}
+        defaults: {warehouse: warehouse, retry: {max_attempts: 2, initial_backoff: 10ms}}
+        stages:
+
+        """
+
+    func testASourceConnectionTerminatedMidCopyIsRetriedAndTheResultIsExact() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        // The pause keeps the COPY open long enough to be terminated from outside.
+        let yaml = try dostYAML().replacingOccurrences(of: "      table: public.campaign\n", with: """
+                  query: >-
+                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
+                    FROM public.campaign, (SELECT pg_sleep(0.4)) AS pause
+
+            """)
+        XCTAssertTrue(yaml.contains("pg_sleep"))
+        let pipeline = try load(yaml, source: source, warehouse: warehouse)
+        let killer = try TestDatabase.connect(TestDatabase.conninfo + " dbname=postgres")
+        let terminated = Task.detached { () -> Bool in
+            for _ in 0..<2000 {
+                let result = try? killer.query("""
+                    SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                    WHERE application_name = 'runner/dost_warehouse/userprogram' AND query LIKE 'COPY%pg_sleep%'
+                    """)
+                if (result?.rowCount ?? 0) > 0 { return true }
+                try? await Task.sleep(nanoseconds: 5_000_000)
+            }
+            return false
+        }
+        let report = try await Dost.run(pipeline)
+        let killed = await terminated.value
+        XCTAssertTrue(killed, "the COPY was never seen, so nothing was terminated")
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertEqual(report.stage("userprogram")?.attempts, 2)
+        try Dost.assertWarehouseEqualsReference(source: source, warehouse: warehouse, asOf: "2020-10-15")
+    }
+
+    func testAnExtractThatTriesToWriteFailsAndLeavesTheSourceUnchanged() async throws {
+        let source = try Dost.sourceDatabase()
+        try TestDatabase.connect(source).execute("DROP SEQUENCE IF EXISTS probe_seq; CREATE SEQUENCE probe_seq")
+        let probe = "SELECT is_called::text FROM probe_seq"
+        let pipeline = try load(Self.header + """
+              - id: sneaky
+                type: pgExtract
+                config:
+                  connection: source
+                  query: SELECT nextval('probe_seq') AS id
+                  columns: {id: bigint}
+              - id: read
+                type: lookupBuild
+                inputs: [sneaky]
+                config: {from: sneaky, key: id}
+            """, source: source, warehouse: try TestDatabase.createDatabase("dw"))
+        let report = try await Dost.run(pipeline)
+        XCTAssertEqual(report.status, .failed)
+        // The rows flow when the consumer scans the extract: that is where the write is refused.
+        XCTAssertEqual(report.stage("read")?.sqlState, "25006")
+        XCTAssertEqual(report.stage("read")?.attempts, 1, "a read-only violation is permanent")
+        XCTAssertTrue(report.stage("read")?.error?.contains("read-only") ?? false, report.summaryTable)
+        XCTAssertEqual(try TestDatabase.connect(source).query(probe).string(0, 0), "false", "the sequence was advanced")
+    }
+
+    func testADeclaredColumnTypeThatDoesNotMatchTheSourceIsAClearError() async throws {
+        let pipeline = try load(Self.header + """
+              - id: users
+                type: pgExtract
+                config: {connection: source, table: users, columns: {id: int, created_on: timestamptz}}
+            """, source: try Dost.sourceDatabase(), warehouse: try TestDatabase.createDatabase("dw"))
+        let report = try await Dost.run(pipeline)
+        XCTAssertEqual(report.status, .failed)
+        let error = try XCTUnwrap(report.stage("users")?.error)
+        XCTAssertTrue(error.contains("column 'id' is bigint in the source but declared int"), error)
+    }
+
+    func testATableNameFromYAMLCannotInjectSQL() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dw")
+        let hostile = #"x"; DROP TABLE users; --"#
+        let pipeline = try load(Self.header + """
+              - id: users
+                type: pgExtract
+                config: {connection: source, table: users, columns: {id: bigint}}
+              - id: copy
+                type: factUpsert
+                inputs: [users]
+                config:
+                  from: users
+                  connection: warehouse
+                  table: 'dw.\(hostile)'
+                  key: id
+                  columns: {id: bigint}
+            """, source: source, warehouse: warehouse)
+        let report = try await Dost.run(pipeline)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let dw = try TestDatabase.connect(warehouse)
+        XCTAssertEqual(try dw.query("SELECT count(*) FROM pg_tables WHERE schemaname = 'dw' AND tablename = $1", [hostile]).int(0, 0), 1)
+        XCTAssertGreaterThan(try TestDatabase.connect(source).query("SELECT count(*) FROM users").int(0, 0) ?? 0, 0)
+    }
+
+    func testASecondRunOfTheSamePipelineIsRefusedNamingTheHolder() async throws {
+        let warehouse = try TestDatabase.createDatabase("dw")
+        let holderRun = UUID().uuidString.lowercased()
+        let holder = try PGConnection(ConnInfo(warehouse), applicationName: "runner/dost_warehouse/lock/\(holderRun)")
+        try holder.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", ["pipelinekit:dost_warehouse"])
+        let pipeline = try Dost.loadPipeline(source: try Dost.sourceDatabase(), warehouse: warehouse, asOf: "2020-10-15")
+        do {
+            _ = try await Dost.run(pipeline)
+            XCTFail("the run started although another run held the lock")
+        } catch let error as RunLockHeld {
+            XCTAssertEqual(error.holderRunID, holderRun)
+            XCTAssertTrue(error.description.contains("pipelinekit:dost_warehouse"), error.description)
+        }
+        let tables = try TestDatabase.connect(warehouse).query("SELECT count(*) FROM pg_tables WHERE schemaname = 'dw'").int(0, 0)
+        XCTAssertEqual(tables, 0, "the refused run wrote nothing")
+    }
+}
