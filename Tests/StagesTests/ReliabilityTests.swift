@@ -141,4 +141,35 @@ final class ReliabilityTests: XCTestCase {
         let tables = try TestDatabase.connect(warehouse).query("SELECT count(*) FROM pg_tables WHERE schemaname = 'dw'").int(0, 0)
         XCTAssertEqual(tables, 0, "the refused run wrote nothing")
     }
+
+    func testCancellingARunInterruptsRunningQueriesAndWritesNothing() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let yaml = try dostYAML().replacingOccurrences(of: "      table: public.campaign\n", with: """
+                  query: >-
+                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
+                    FROM public.campaign, (SELECT pg_sleep(30)) AS pause
+
+            """)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let executor = try PipelineExecutor(pipeline: try load(yaml, source: source, warehouse: warehouse),
+                                            options: RunOptions(jobs: 2, logger: logger, sleep: { _ in }))
+        let started = Date()
+        Task.detached {
+            try? await Task.sleep(nanoseconds: 1_500_000_000)
+            executor.cancel(reason: "received SIGINT")
+        }
+        let report = try await executor.run()
+        XCTAssertLessThan(Date().timeIntervalSince(started), 20, "the 30 s query was not interrupted")
+        XCTAssertEqual(report.status, .aborted, report.summaryTable)
+        XCTAssertEqual(report.stage("userprogram")?.status, .aborted)
+        XCTAssertEqual(report.stage("userprogram")?.attempts, 1, "an abort is not retried")
+        XCTAssertNotEqual(report.stage("userprogram_fact")?.status, .succeeded)
+        let facts = try TestDatabase.connect(warehouse).query("SELECT to_regclass('dw.userprogram_fact') IS NULL").string(0, 0)
+        XCTAssertEqual(facts, "t", "no fact table was written by the aborted run")
+        let active = try TestDatabase.connect(source).query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'runner/%' AND state <> 'idle'").int(0, 0)
+        XCTAssertEqual(active, 0, "a query outlived the abort")
+    }
 }
