@@ -10,6 +10,25 @@ struct Runner: AsyncParsableCommand {
         abstract: "Validate, plan and run PipelineKit pipelines.",
         version: PipelineKitVersion.current,
         subcommands: [Run.self, Validate.self, Plan.self, Stages.self])
+
+    /// Like the default entry point, except that usage errors exit 2 (as
+    /// invalid pipelines do) rather than ArgumentParser's 64.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                printError(fullMessage(for: error))
+                Foundation.exit(ExitCode32.invalid)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// How the CLI ends, documented in the README.

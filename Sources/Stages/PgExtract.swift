@@ -56,6 +56,9 @@ public struct PgExtract: Stage {
 
     public func run(_ context: StageContext) throws -> StageOutput {
         let dataset = try context.connections.with(connection) { connection -> DatasetUse in
+            // Even the type check runs read-only: a query with a data-modifying CTE must not write.
+            try connection.execute("BEGIN READ ONLY")
+            defer { _ = try? connection.execute("ROLLBACK") }
             let result = try connection.query(selectSQL + " LIMIT 0")
             var problems: [String] = []
             for (index, field) in fields.enumerated() {

@@ -59,7 +59,7 @@ public struct WindowAggregate: Stage {
         .required("windows", .dictionary(.object([
             .required("end", .identifier, "a date column (from 'dates') ending the window, exclusive"),
         ])), "windows from the start date to an end date"),
-        .required("measures", .dictionary(.object(measureKeys)), "measures computed per window, output as <window>_<measure>"),
+        .required("measures", .dictionary(.object(measureKeys)), "measures computed per window, output as WINDOW_MEASURE (e.g. month1_completed_lessons)"),
     ]
 
     struct Attribute: Sendable {

@@ -12,9 +12,18 @@ public enum PGTime {
         let date = CivilDate(pgDays: day)
         let seconds = rest / 1_000_000
         let fraction = rest % 1_000_000
-        let clock = String(format: "%02d:%02d:%02d", seconds / 3600, (seconds / 60) % 60, seconds % 60)
-        let frac = fraction == 0 ? "" : String(format: ".%06d", fraction)
-        return "\(date) \(clock)\(frac)+00"
+        var text = date.description
+        text += " "
+        Padded.append(Int(seconds / 3600), width: 2, to: &text)
+        text += ":"
+        Padded.append(Int((seconds / 60) % 60), width: 2, to: &text)
+        text += ":"
+        Padded.append(Int(seconds % 60), width: 2, to: &text)
+        if fraction != 0 {
+            text += "."
+            Padded.append(Int(fraction), width: 6, to: &text)
+        }
+        return text + "+00"
     }
 
     public static func date(micros: Int64) -> Date {
