@@ -27,6 +27,9 @@ extension Runner {
         @Option(help: "Log format: text or json.")
         var logFormat: LogFormat = .text
 
+        @Option(help: "Append OpenLineage events to this JSON-lines file (default: .pipelinekit/lineage.jsonl).")
+        var lineageLog: String = ".pipelinekit/lineage.jsonl"
+
         func validate() throws {
             guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
         }
@@ -35,8 +38,15 @@ extension Runner {
             let logger = LogSetup.logger(format: logFormat)
             let definition = try loadPipeline(pipeline.path, try variables.loadOptions())
             let progress = ProgressDisplay(enabled: logFormat == .text && isatty(STDERR_FILENO) == 1)
+            let log: LineageLog
+            do {
+                log = try LineageLog(path: URL(fileURLWithPath: lineageLog).standardizedFileURL.path)
+            } catch {
+                printError("error: cannot open the lineage log \(lineageLog): \(error)")
+                throw ExitCode(ExitCode32.invalid)
+            }
             let options = RunOptions(jobs: jobs, selectors: selectors, fullRefresh: fullRefresh, waitForLock: wait,
-                                     logger: logger, observers: [progress])
+                                     logger: logger, observers: [progress], lineageLog: log)
             let executor: PipelineExecutor
             do {
                 executor = try PipelineExecutor(pipeline: definition, options: options)

@@ -8,8 +8,8 @@ struct Runner: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "runner",
         abstract: "Validate, plan and run PipelineKit pipelines.",
-        version: PipelineKitVersion.current,
-        subcommands: [Run.self, Validate.self, Plan.self, Stages.self])
+        version: PipelineKitInfo.version,
+        subcommands: [Run.self, Validate.self, Plan.self, Stages.self, Lineage.self])
 
     /// Like the default entry point, except that usage errors exit 2 (as
     /// invalid pipelines do) rather than ArgumentParser's 64.

@@ -33,7 +33,9 @@ struct WriteTarget: Sendable {
         }
         let writer = TableWriter(table: table, columns: columns, key: key)
         return try context.connections.with(connection) { connection in
-            let counts = try writer.write(connection, runID: context.runID, deleteMissing: deleteMissing, batches: batches)
+            let counts = try writer.write(connection, runID: context.runID, deleteMissing: deleteMissing, batches: batches) { connection, counts in
+                try context.recordWrite(connectionName: self.connection, connection, table: table, counts: counts)
+            }
             context.metrics.wrote(counts)
             let parts = SQL.splitQualified(table)
             context.metrics.used(DatasetUse(

@@ -43,10 +43,10 @@ enum Dost {
             options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
     }
 
-    static func run(_ pipeline: PipelineDefinition, observers: [any RunObserver] = []) async throws -> RunReport {
+    static func run(_ pipeline: PipelineDefinition, observers: [any RunObserver] = [], log: LineageLog? = nil) async throws -> RunReport {
         var logger = Logger(label: "test")
         logger.logLevel = .error
-        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger, observers: observers,
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger, observers: observers, lineageLog: log,
                                                                                     sleep: { _ in }))
         return try await executor.run()
     }

@@ -10,6 +10,9 @@ public struct RunOptions: Sendable {
     public var waitForLock: Bool
     public var logger: Logger
     public var observers: [any RunObserver]
+    /// The hash-chained OpenLineage log, if any. The warehouse mirror is
+    /// always kept when the pipeline names `defaults.warehouse`.
+    public var lineageLog: LineageLog?
     /// Sleeps between retries; injectable so tests need not wait.
     public var sleep: @Sendable (Double) async -> Void
     /// Uniform random numbers in [0, 1) for jitter; injectable for tests.
@@ -18,6 +21,7 @@ public struct RunOptions: Sendable {
     public init(jobs: Int = ProcessInfo.processInfo.activeProcessorCount, selectors: [String] = [],
                 fullRefresh: Bool = false, waitForLock: Bool = false,
                 logger: Logger = Logger(label: "pipelinekit"), observers: [any RunObserver] = [],
+                lineageLog: LineageLog? = nil,
                 sleep: @escaping @Sendable (Double) async -> Void = { seconds in
                     try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
                 },
@@ -28,6 +32,7 @@ public struct RunOptions: Sendable {
         self.waitForLock = waitForLock
         self.logger = logger
         self.observers = observers
+        self.lineageLog = lineageLog
         self.sleep = sleep
         self.random = random
     }
@@ -41,12 +46,14 @@ public final class PipelineExecutor: Sendable {
     public let options: RunOptions
     public let runID: UUID
     private let cancellation = Cancellation()
+    private let observers: [any RunObserver]
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
         self.options = options
         self.runID = runID
         plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
+        observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
     }
 
     /// Stops scheduling, interrupts running statements (their transactions
@@ -61,7 +68,7 @@ public final class PipelineExecutor: Sendable {
         let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
-        options.observers.forEach { $0.runStarted(info) }
+        observers.forEach { $0.runStarted(info) }
         let reports = await schedule(info)
         let stages = plan.order.compactMap { reports[$0] }
         let status: RunReport.Status = cancellation.isCancelled || stages.contains { $0.status == .aborted } ? .aborted
@@ -69,7 +76,7 @@ public final class PipelineExecutor: Sendable {
         let report = RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description,
                                status: status, startedAt: info.startedAt,
                                seconds: Date().timeIntervalSince(info.startedAt), stages: stages)
-        options.observers.forEach { $0.runFinished(info, report: report) }
+        observers.forEach { $0.runFinished(info, report: report) }
         return report
     }
 
@@ -107,7 +114,7 @@ public final class PipelineExecutor: Sendable {
                     }
                     if let failed = inputs.first(where: { outputs[$0] == nil }) {
                         reports[id] = skippedReport(stage, status: .skipped, reason: "input '\(failed)' did not succeed")
-                        options.observers.forEach { $0.stageFinished(info, report: reports[id]!) }
+                        observers.forEach { $0.stageFinished(info, report: reports[id]!) }
                         continue
                     }
                     let stageInputs = outputs.filter { inputs.contains($0.key) }
@@ -142,7 +149,7 @@ public final class PipelineExecutor: Sendable {
         var logger = options.logger
         logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         logger[metadataKey: "stage"] = .string(stage.id)
-        let observers = options.observers
+        let observers = self.observers
         let metrics = StageMetrics { rows in observers.forEach { $0.stageProgress(info, stage: stage.id, rows: rows) } }
         let begin = Date()
         var attempt = 0
@@ -156,7 +163,7 @@ public final class PipelineExecutor: Sendable {
                 inputs: inputs,
                 connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
                                                 definitions: pipeline.connections, cancellation: cancellation),
-                cancellation: cancellation, metrics: metrics)
+                cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse)
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
             logger.info(restore ? "restoring persisted output" : "stage started", metadata: ["attempt": .stringConvertible(attempt)])
             do {

@@ -24,4 +24,10 @@ public struct RunInfo: Sendable {
     public let runID: UUID
     public let pipeline: PipelineDefinition
     public let startedAt: Date
+
+    public init(runID: UUID, pipeline: PipelineDefinition, startedAt: Date) {
+        self.runID = runID
+        self.pipeline = pipeline
+        self.startedAt = startedAt
+    }
 }

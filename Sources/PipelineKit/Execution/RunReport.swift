@@ -44,13 +44,7 @@ public struct RunReport: Sendable, Codable {
             return [stage.id, stage.type, stage.status.rawValue, String(stage.attempts),
                     String(stage.rowsIn), String(stage.rowsOut), written, String(format: "%.2fs", stage.seconds)]
         }
-        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }
-        var lines = [line(header), line(widths.map { String(repeating: "-", count: $0) })]
-        lines += rows.map(line)
+        var lines = [TextTable(columns: header, rows: rows).rendered]
         for stage in stages where !stage.excluded.isEmpty {
             let rules = stage.excluded.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
             lines.append("\(stage.id): excluded rows: \(rules)")

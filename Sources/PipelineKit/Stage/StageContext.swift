@@ -16,6 +16,15 @@ public struct StageContext: Sendable {
     public let cancellation: Cancellation
     /// Counters that end up in the run summary and the lineage.
     public let metrics: StageMetrics
+    /// The connection holding the lineage mirror, if the pipeline declares one.
+    public var warehouseConnection: String? = nil
+
+    /// Records a table write in the lineage mirror; call it inside the
+    /// transaction that writes the data, so that both commit or neither does.
+    public func recordWrite(connectionName: String, _ connection: PGConnection, table: String, counts: WriteCounts) throws {
+        guard connectionName == warehouseConnection else { return }
+        try LineageMirror.recordWrite(connection, runID: runID, stageID: stageID, table: table, counts: counts)
+    }
 
     public var scan: ScanContext { ScanContext(connections: connections, cancellation: cancellation, metrics: metrics) }
 

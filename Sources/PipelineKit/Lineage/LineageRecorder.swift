@@ -1,0 +1,173 @@
+import Foundation
+import Logging
+
+/// Records a run's lineage: OpenLineage events in the hash-chained log, and
+/// runs and stage runs in the warehouse mirror. Failures to record are logged,
+/// never allowed to fail the data work.
+public final class LineageRecorder: RunObserver, @unchecked Sendable {
+    private let log: LineageLog?
+    private let logger: Logger
+    private let lock = NSLock()
+    private var mirror: PGConnection?
+    private var stageRunIDs: [String: UUID] = [:]
+
+    public init(log: LineageLog?, logger: Logger) {
+        self.log = log
+        self.logger = logger
+    }
+
+    private func stageRunID(_ stage: String) -> UUID {
+        lock.withLock {
+            if let id = stageRunIDs[stage] { return id }
+            let id = UUID()
+            stageRunIDs[stage] = id
+            return id
+        }
+    }
+
+    private func emit(_ event: JSON) {
+        guard let log else { return }
+        do { try log.append(event) } catch {
+            logger.error("could not append to the lineage log", metadata: ["path": .string(log.path), "error": .string("\(error)")])
+        }
+    }
+
+    private func mirrorQuery(_ sql: String, _ parameters: [String?]) {
+        lock.withLock {
+            guard let mirror else { return }
+            do { try mirror.query(sql, parameters) } catch {
+                logger.error("could not update the lineage mirror", metadata: ["error": .string("\(error)")])
+            }
+        }
+    }
+
+    static func runFacets(_ run: RunInfo) -> [String: JSON] {
+        [
+            "pipelinekit_run": OpenLineage.facet("PipelineRunFacet", [
+                "pipelineFileSHA256": .string(run.pipeline.fileSHA256),
+                "pipelineFile": .string(run.pipeline.file),
+                "runnerVersion": .string(PipelineKitInfo.version),
+                "variables": .object(run.pipeline.variables.mapValues { .string($0.text) }),
+                "asOf": .string(run.pipeline.asOf.description),
+                "stageConfigSHA256": .object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })),
+            ]),
+        ]
+    }
+
+    public func runStarted(_ run: RunInfo) {
+        emit(OpenLineage.event(type: "START", time: run.startedAt, runID: run.runID, job: run.pipeline.name,
+                               runFacets: Self.runFacets(run)))
+        guard let name = run.pipeline.warehouse, let definition = run.pipeline.connections[name] else { return }
+        do {
+            let connection = try PGConnection(definition.info, applicationName: String("runner/\(run.pipeline.name)/lineage".utf8.prefix(63))!)
+            try LineageMirror.ensureSchema(connection)
+            let variables = try JSON.object(run.pipeline.variables.mapValues { .string($0.text) }).line()
+            let configs = try JSON.object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })).line()
+            try connection.query("""
+                INSERT INTO lineage.runs (run_id, pipeline, status, started_at, as_of, pipeline_sha256, variables,
+                                          stage_configs, runner_version, log_path)
+                VALUES ($1, $2, 'running', $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)
+                """, [run.runID.uuidString.lowercased(), run.pipeline.name, OpenLineage.timestamp(run.startedAt),
+                      run.pipeline.asOf.description, run.pipeline.fileSHA256, variables, configs,
+                      PipelineKitInfo.version, log?.path])
+            lock.withLock { mirror = connection }
+        } catch {
+            logger.error("could not record the run in the lineage mirror", metadata: ["error": .string("\(error)")])
+        }
+    }
+
+    private func parent(_ run: RunInfo) -> JSON {
+        OpenLineage.standardFacet("ParentRunFacet.json", [
+            "run": .object(["runId": .string(run.runID.uuidString.lowercased())]),
+            "job": .object(["namespace": .string(OpenLineage.namespace), "name": .string(run.pipeline.name)]),
+        ])
+    }
+
+    public func stageStarted(_ run: RunInfo, stage: StageDefinition, attempt: Int) {
+        guard attempt == 1 else { return }
+        emit(OpenLineage.event(type: "START", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
+            "parent": parent(run),
+            "pipelinekit_stage": OpenLineage.facet("StageRunFacet", [
+                "type": .string(stage.type), "configSHA256": .string(stage.configFingerprint), "attempt": .int(attempt),
+            ]),
+        ]))
+    }
+
+    public func stageRetrying(_ run: RunInfo, stage: StageDefinition, attempt: Int, error: Error, delay: Double) {
+        emit(OpenLineage.event(type: "RUNNING", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
+            "parent": parent(run),
+            "pipelinekit_retry": OpenLineage.facet("RetryRunFacet", [
+                "failedAttempt": .int(attempt), "nextAttempt": .int(attempt + 1),
+                "error": .string(String(describing: error)),
+                "sqlState": (error as? PGError)?.sqlState.map(JSON.string) ?? .null,
+                "delaySeconds": .double(delay),
+            ]),
+        ]))
+    }
+
+    public func stageFinished(_ run: RunInfo, report: StageReport) {
+        let type: String = switch report.status {
+        case .succeeded, .restored: "COMPLETE"
+        case .failed: "FAIL"
+        case .skipped, .aborted: "ABORT"
+        }
+        var facets: [String: JSON] = [
+            "parent": parent(run),
+            "pipelinekit_stage": OpenLineage.facet("StageRunFacet", [
+                "type": .string(report.type), "status": .string(report.status.rawValue), "attempts": .int(report.attempts),
+                "rowsIn": .int(report.rowsIn), "rowsOut": .int(report.rowsOut), "seconds": .double(report.seconds),
+                "configSHA256": .string(run.pipeline.stage(report.id)?.configFingerprint ?? ""),
+            ]),
+            "pipelinekit_dataQuality": OpenLineage.facet("DataQualityRunFacet", [
+                "excludedRows": .object(report.excluded.mapValues(JSON.int)),
+            ]),
+        ]
+        if let error = report.error {
+            facets["errorMessage"] = OpenLineage.standardFacet("ErrorMessageRunFacet.json", [
+                "message": .string(error + (report.sqlState.map { " (SQLSTATE \($0))" } ?? "")),
+                "programmingLanguage": .string("Swift"),
+            ])
+        }
+        emit(OpenLineage.event(type: type, runID: stageRunID(report.id), job: "\(run.pipeline.name).\(report.id)",
+                               runFacets: facets,
+                               inputs: report.datasets.filter { $0.direction == .input }.map { OpenLineage.dataset($0, report: report) },
+                               outputs: report.datasets.filter { $0.direction == .output }.map { OpenLineage.dataset($0, report: report) }))
+        let excluded = (try? JSON.object(report.excluded.mapValues(JSON.int)).line()) ?? "{}"
+        mirrorQuery("""
+            INSERT INTO lineage.stage_runs (run_id, stage_id, stage_type, status, attempts, rows_in, rows_out,
+                                            excluded, config_sha256, seconds, error, sql_state)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12)
+            ON CONFLICT (run_id, stage_id) DO NOTHING
+            """, [run.runID.uuidString.lowercased(), report.id, report.type, report.status.rawValue, String(report.attempts),
+                  String(report.rowsIn), String(report.rowsOut), excluded,
+                  run.pipeline.stage(report.id)?.configFingerprint ?? "", String(report.seconds), report.error, report.sqlState])
+    }
+
+    public func runFinished(_ run: RunInfo, report: RunReport) {
+        let type: String = switch report.status {
+        case .succeeded: "COMPLETE"
+        case .failed: "FAIL"
+        case .aborted: "ABORT"
+        }
+        let written = report.stages.compactMap(\.written).reduce(0) { $0 + $1.changed }
+        var facets = Self.runFacets(run)
+        facets["pipelinekit_summary"] = OpenLineage.facet("RunSummaryFacet", [
+            "status": .string(report.status.rawValue), "seconds": .double(report.seconds), "rowsWritten": .int(written),
+            "stages": .object(Dictionary(uniqueKeysWithValues: report.stages.map { ($0.id, JSON.string($0.status.rawValue)) })),
+        ])
+        let failure = report.stages.first { $0.status == .failed || $0.status == .aborted }
+        if let failure, let error = failure.error {
+            facets["errorMessage"] = OpenLineage.standardFacet("ErrorMessageRunFacet.json", [
+                "message": .string("stage \(failure.id): \(error)" + (failure.sqlState.map { " (SQLSTATE \($0))" } ?? "")),
+                "programmingLanguage": .string("Swift"),
+            ])
+        }
+        emit(OpenLineage.event(type: type, runID: run.runID, job: run.pipeline.name, runFacets: facets))
+        mirrorQuery("""
+            UPDATE lineage.runs SET status = $2, finished_at = now(), rows_written = $3, error = $4, last_log_hash = $5
+            WHERE run_id = $1
+            """, [run.runID.uuidString.lowercased(), report.status.rawValue, String(written),
+                  failure.flatMap { f in f.error.map { "stage \(f.id): \($0)" } }, log?.lastHash])
+        lock.withLock { mirror = nil }
+    }
+}

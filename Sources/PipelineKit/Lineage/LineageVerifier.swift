@@ -1,0 +1,57 @@
+import Foundation
+
+/// Checks a lineage log's hash chain.
+public struct LineageVerifier {
+    public struct Result: Sendable {
+        /// Problems, each naming its line; empty when the log is intact.
+        public var problems: [String]
+        /// Lines cut short by a crash that later runs chained past: not tampering.
+        public var notes: [String]
+        public var events: Int
+        public var lastHash: String
+        public var isIntact: Bool { problems.isEmpty }
+    }
+
+    /// Verifies `path`; with `knownLastHashes` (from the warehouse mirror),
+    /// also detects a log whose last lines were cut off.
+    public static func verify(path: String, knownLastHashes: [(run: String, hash: String)] = []) throws -> Result {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let text = String(decoding: data, as: UTF8.self)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let endsWithNewline = text.hasSuffix("\n") || text.isEmpty
+        if endsWithNewline, lines.last == "" { lines.removeLast() }
+        var problems: [String] = [], notes: [String] = []
+        var previous = ""
+        var events = 0
+        var hashes: Set<String> = []
+        for (index, line) in lines.enumerated() {
+            let number = index + 1
+            guard let event = JSON.parse(line) else {
+                if index == lines.count - 1 && !endsWithNewline {
+                    problems.append("line \(number): incomplete last line (a write was interrupted); the next run will continue the chain past it")
+                } else if index < lines.count - 1, let next = JSON.parse(lines[index + 1]),
+                          next["run"]?["facets"]?[LineageLog.chainFacet]?["previousLineSHA256"]?.string == previous {
+                    notes.append("line \(number): incomplete line left by an interrupted write; the chain continues past it")
+                } else {
+                    problems.append("line \(number): not a JSON event (edited or corrupted)")
+                }
+                continue
+            }
+            events += 1
+            let recorded = event["run"]?["facets"]?[LineageLog.chainFacet]?["previousLineSHA256"]?.string
+            if recorded == nil {
+                problems.append("line \(number): no chain hash (not written by the runner, or edited)")
+            } else if recorded != previous {
+                problems.append("line \(number): chain broken: it records previous hash \(recorded!.prefix(12))…, but "
+                                + (number == 1 ? "it is the first line" : "line \(number - 1) hashes to \(previous.prefix(12))…")
+                                + "; line \(number - 1) was edited, or lines before line \(number) were removed or reordered")
+            }
+            previous = LineageLog.sha256(line)
+            hashes.insert(previous)
+        }
+        for known in knownLastHashes where !hashes.contains(known.hash) {
+            problems.append("run \(known.run): its last event (hash \(known.hash.prefix(12))…) is not in the log; lines were cut off or edited")
+        }
+        return Result(problems: problems, notes: notes, events: events, lastHash: previous)
+    }
+}

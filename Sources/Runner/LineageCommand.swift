@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import PipelineKit
+
+extension Runner {
+    struct Lineage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Audit what pipelines did: runs, stages, tables, differences, and the log's integrity.",
+            discussion: "runs/show/table/diff read the warehouse mirror (schema lineage); verify reads the log file.",
+            subcommands: [Runs.self, Show.self, Table.self, Diff.self, Verify.self])
+    }
+}
+
+/// Where the mirror is: an explicit conninfo, or a pipeline's `defaults.warehouse` connection.
+struct WarehouseOptions: ParsableArguments {
+    @Option(help: "Warehouse conninfo or URI holding the lineage schema.")
+    var warehouse: String?
+
+    @Option(help: "Take the warehouse connection from this pipeline (path or name).")
+    var pipeline: String?
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func queries(pipelineHint: String? = nil) throws -> LineageQueries {
+        if let warehouse { return try LineageQueries(warehouse: ConnInfo(warehouse)) }
+        guard let source = pipeline ?? pipelineHint else {
+            throw ValidationError("give --warehouse CONNINFO or --pipeline PIPELINE")
+        }
+        let definition = try loadPipeline(PipelineArgument(pipeline: source).path, LoadOptions())
+        guard let name = definition.warehouse, let connection = definition.connections[name] else {
+            throw ValidationError("pipeline '\(definition.name)' declares no defaults.warehouse; give --warehouse")
+        }
+        return try LineageQueries(warehouse: connection.info)
+    }
+
+    func print(_ table: TextTable) throws {
+        Swift.print(json ? try table.json.line() : table.rendered)
+    }
+}
+
+extension PipelineArgument {
+    init(pipeline: String) {
+        self.init()
+        self.pipeline = pipeline
+    }
+}
+
+extension Runner.Lineage {
+    struct Runs: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Runs of a pipeline: status, start, duration, rows written, as_of.")
+        @Argument(help: "The pipeline (path or name); its warehouse is read unless --warehouse is given.")
+        var pipeline: String
+        @OptionGroup var options: WarehouseOptions
+
+        func run() throws {
+            let name = (try? PipelineLoader(registry: .standard).load(path: PipelineArgument(pipeline: pipeline).path).name)
+                ?? URL(fileURLWithPath: pipeline).deletingPathExtension().lastPathComponent
+            try options.print(try options.queries(pipelineHint: pipeline).runs(pipeline: name))
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One run stage by stage: attempts, rows in and out, writes, data quality, errors.")
+        @Argument(help: "The run id.") var runID: String
+        @OptionGroup var options: WarehouseOptions
+
+        func run() throws {
+            let queries = try options.queries()
+            let run = try queries.run(runID)
+            guard !run.rows.isEmpty else { throw ValidationError("no run \(runID) in the lineage mirror") }
+            if options.json {
+                print(try JSON.object(["run": run.json, "stages": try queries.stages(runID).json]).line())
+            } else {
+                for (column, value) in zip(run.columns, run.rows[0]) { print("\(column): \(value)") }
+                print("")
+                print(try queries.stages(runID).rendered)
+            }
+        }
+    }
+
+    struct Table: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every run that wrote SCHEMA.TABLE, with counts and config fingerprints.")
+        @Argument(help: "schema.table") var table: String
+        @OptionGroup var options: WarehouseOptions
+
+        func run() throws { try options.print(try options.queries().tableHistory(table)) }
+    }
+
+    struct Diff: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "What changed between two runs: pipeline hash, stage configs, variables, row counts.")
+        @Argument(help: "The first run id.") var runA: String
+        @Argument(help: "The second run id.") var runB: String
+        @OptionGroup var options: WarehouseOptions
+
+        func run() throws { try options.print(try options.queries().diff(runA, runB)) }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check a lineage log's hash chain; exit 0 when intact, 1 naming the first bad line.")
+        @Argument(help: "The lineage log (JSON lines).") var path: String
+        @Option(help: "Warehouse conninfo: also check that each run's last event is in the log (detects cut-off lines).")
+        var against: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+            let known = try against.map { try LineageQueries(warehouse: ConnInfo($0)).lastHashes(logPath: absolute) } ?? []
+            let result = try LineageVerifier.verify(path: absolute, knownLastHashes: known)
+            if json {
+                print(try JSON.object([
+                    "intact": .bool(result.isIntact), "events": .int(result.events),
+                    "problems": .array(result.problems.map(JSON.string)), "notes": .array(result.notes.map(JSON.string)),
+                    "runsChecked": .int(known.count),
+                ]).line())
+            } else {
+                result.notes.forEach { print("note: \($0)") }
+                result.problems.forEach { printError("\(path): \($0)") }
+                print(result.isIntact ? "\(path): intact (\(result.events) events\(against == nil ? "" : ", \(known.count) runs checked against the warehouse"))"
+                                      : "\(path): NOT intact (\(result.problems.count) problem\(result.problems.count == 1 ? "" : "s"))")
+            }
+            if !result.isIntact { throw ExitCode(1) }
+        }
+    }
+}

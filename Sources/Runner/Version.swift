@@ -1,3 +1,0 @@
-enum PipelineKitVersion {
-    static let current = "0.1.0"
-}
