@@ -55,7 +55,15 @@ public struct LookupBuild: Stage {
         let rows = try context.relation(from).materialize(context.scan)
         let lookup = try makeLookup(rows, context: context)
         if let persist {
-            var all = rows
+            // Rows without a value for the table's key cannot be stored; they are counted instead.
+            let keyPositions = try persist.key.map { try rows.require($0, in: "input '\(from)'") }
+            var all = Batch(schema: rows.schema, capacity: rows.count + 1)
+            var unkeyed = 0
+            for row in 0..<rows.count {
+                if keyPositions.contains(where: { rows.columns[$0].isNull(row) }) { unkeyed += 1; continue }
+                all.append(row: rows.row(row))
+            }
+            context.metrics.exclude("null_table_key", count: unkeyed)
             if persistDefault, let row = lookup.defaultRow { all.append(row: row) }
             _ = try persist.write(columns: all.schema, context: context, deleteMissing: true) { try $0(all) }
         }

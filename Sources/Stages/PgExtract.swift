@@ -14,11 +14,11 @@ public struct PgExtract: Stage {
     public static let produces = OutputKind.relation
     public static let configKeys: [ConfigKey] = [
         .required("connection", .identifier, "the connection to read from"),
-        .optional("table", .string, "table to read, as table or schema.table (give table or query)"),
+        .optional("table", .identifier, "table to read, as table or schema.table (give table or query)"),
         .optional("query", .string, "a SELECT to read instead of a table"),
         .required("columns", .dictionary(.string), "the columns to read, name: type (\(DataType.declarableNames)); checked against the source"),
         .optional("where", .string, "SQL predicate applied to the table"),
-        .optional("batch_rows", .integer(min: 1), "rows per batch handed downstream (default 65536)"),
+        .optional("batch_rows", .integer(min: 1), "rows per batch handed downstream (default 16384)"),
     ]
 
     let connection: String
@@ -33,7 +33,7 @@ public struct PgExtract: Stage {
         table = config["table"]?.string
         query = config["query"]?.string
         predicate = config["where"]?.string
-        batchRows = config["batch_rows"]?.int ?? 65_536
+        batchRows = config["batch_rows"]?.int ?? 16_384
         if (table == nil) == (query == nil) {
             build.error(at: config, "give exactly one of 'table' or 'query'")
             throw StageBuild.Invalid()
@@ -99,28 +99,42 @@ struct CopyRelation: Relation {
     let batchRows: Int
 
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
-        try context.connections.with(connection) { connection in
-            // One read-only snapshot for the whole COPY.
-            try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            defer { _ = try? connection.execute("ROLLBACK") }
-            var decoder = BinaryCopyDecoder(schema: schema, capacity: batchRows)
-            var sinceCheck = 0
-            try connection.copyOut("COPY (\(sql)) TO STDOUT (FORMAT binary)") { row in
-                try decoder.decode(row)
-                if decoder.batch.count >= batchRows {
-                    let batch = decoder.takeBatch(capacity: batchRows)
-                    context.metrics.read(rows: batch.count)
-                    try body(batch)
-                    sinceCheck += 1
-                    if sinceCheck % 4 == 0 { try context.cancellation.check() }
+        let (sql, schema, batchRows, connection) = (self.sql, self.schema, self.batchRows, self.connection)
+        let active = ActiveConnection()
+        // Reading and decoding run on their own thread, so the server keeps
+        // sending while the consumer aggregates the previous batches.
+        try Self.pipelined(produce: { emit in
+            try context.connections.with(connection) { connection in
+                active.set(connection)
+                defer { active.set(nil) }
+                // One read-only snapshot for the whole COPY.
+                try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                defer { _ = try? connection.execute("ROLLBACK") }
+                var decoder = BinaryCopyDecoder(schema: schema, capacity: batchRows)
+                try connection.copyOut("COPY (\(sql)) TO STDOUT (FORMAT binary)") { row in
+                    try decoder.decode(row)
+                    if decoder.batch.count >= batchRows {
+                        try context.cancellation.check()
+                        let batch = decoder.takeBatch(capacity: batchRows)
+                        context.metrics.read(rows: batch.count)
+                        try emit(batch)
+                    }
+                }
+                let last = decoder.takeBatch(capacity: 0)
+                if last.count > 0 {
+                    context.metrics.read(rows: last.count)
+                    try emit(last)
                 }
             }
-            let last = decoder.takeBatch(capacity: 0)
-            if last.count > 0 {
-                context.metrics.read(rows: last.count)
-                try body(last)
-            }
-        }
+        }, interrupt: { active.cancel() }, body)
     }
+}
+
+/// The connection a producer thread is using, so the consumer can interrupt it.
+final class ActiveConnection: @unchecked Sendable {
+    private let lock = NSLock()
+    private var connection: PGConnection?
+    func set(_ connection: PGConnection?) { lock.withLock { self.connection = connection } }
+    func cancel() { lock.withLock { connection }?.cancel() }
 }
 

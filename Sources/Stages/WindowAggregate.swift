@@ -26,7 +26,7 @@ public struct WindowAggregate: Stage {
             .optional("at_least", .integer(), "keep events whose value is ≥ this (NULL never passes)"),
             .optional("at_most", .integer(), "keep events whose value is ≤ this (NULL never passes)"),
         ]), "only events passing this test count"),
-        .optional("clamp_min", .integer(), "with sum: values below this count as this"),
+        .optional("clamp_min", .integer(), "with sum: each value counts as max(coalesce(value, 0), clamp_min)"),
         .optional("divide_by", .integer(min: 1), "with sum: divide the total by this"),
         .optional("scale", .integer(min: 0), "with sum: decimal places of the result, rounded half away from zero (numeric(12,scale))"),
     ]

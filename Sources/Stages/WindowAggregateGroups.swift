@@ -46,10 +46,12 @@ struct GroupTable {
 
         // The anchor row of a group is its earliest row; ties go to the lowest tie_break.
         var best: [GroupKey: Int] = [:]
-        var nullKeys = 0, nullTimes = 0
+        var nullKeys = 0, nullTimes = 0, infiniteTimes = 0
         for row in 0..<anchor.count {
             if keys.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
             if times.isNull(row) { nullTimes += 1; continue }
+            // An infinite start has no calendar date to count windows from.
+            if PGTime.isInfinite(micros: times.ints[row]) { infiniteTimes += 1; continue }
             let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
             if let current = best[key] {
                 let (t, u) = (times.ints[row], times.ints[current])
@@ -63,6 +65,7 @@ struct GroupTable {
         }
         context.metrics.exclude("anchor_null_key", count: nullKeys)
         context.metrics.exclude("anchor_null_time", count: nullTimes)
+        context.metrics.exclude("anchor_infinite_time", count: infiniteTimes)
 
         // Attributes, dropping groups whose required lookups miss.
         var mapper = LocalDayMapper(zone: stage.timezone)

@@ -10,7 +10,7 @@ struct WriteTarget: Sendable {
 
     static let configKeys: [ConfigKey] = [
         .required("connection", .identifier, "the warehouse connection"),
-        .required("table", .string, "target table, schema.table; created when missing"),
+        .required("table", .identifier, "target table, schema.table; created when missing"),
         .required("key", .names, "the table's primary-key columns"),
     ]
 

@@ -37,22 +37,36 @@ enum TestDatabase {
     }
 
     /// Runs a command from the repository root and returns its standard output.
+    ///
+    /// posix_spawn and waitpid rather than Foundation's Process: a server
+    /// started by the command inherits its descriptors, and Process's exit
+    /// monitoring does not return reliably from inside async tests.
     @discardableResult
     static func shell(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.currentDirectoryURL = repositoryRoot
-        let output = Pipe()
-        process.standardOutput = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw NSError(domain: "shell", code: Int(process.terminationStatus),
-                          userInfo: [NSLocalizedDescriptionKey: "\(arguments.joined(separator: " ")) exited \(process.terminationStatus)"])
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent("shell-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let command = "cd \"$1\" && shift && exec \"$@\""
+        let argv = ["/bin/sh", "-c", command, "sh", repositoryRoot.path] + arguments
+        var pointers = argv.map { strdup($0) } + [nil]
+        defer { pointers.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, &pointers, environ)
+        guard spawned == 0 else {
+            throw NSError(domain: "shell", code: Int(spawned), userInfo: [NSLocalizedDescriptionKey: "cannot start \(arguments[0])"])
         }
-        return String(decoding: data, as: UTF8.self)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let exitCode = (status >> 8) & 0xff
+        guard status & 0x7f == 0, exitCode == 0 else {
+            throw NSError(domain: "shell", code: Int(exitCode),
+                          userInfo: [NSLocalizedDescriptionKey: "\(arguments.joined(separator: " ")) exited with status \(status)"])
+        }
+        return String(decoding: FileManager.default.contents(atPath: outputPath) ?? Data(), as: UTF8.self)
     }
 
     /// A table's rows as COPY text lines, sorted, for exact comparison.

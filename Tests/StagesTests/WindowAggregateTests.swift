@@ -522,6 +522,53 @@ final class WindowAggregateTests: XCTestCase {
         XCTAssertEqual(metrics.rowsIn, 2 + first.count + second.count)
     }
 
+    // MARK: two-column groups
+
+    func testOneUserInManyProgramsMakesIndependentGroups() throws {
+        let yaml = """
+            group_by: [user_id, program_id]
+            anchor: {from: experiences, earliest: created_on}
+            timezone: UTC
+            as_of: 2030-01-01
+            dates: {end: {days: 10}}
+            events: {from: calls, time: call_start_time}
+            windows: {w: {end: end}}
+            measures:
+              secs: {sum: listen_secs}
+              calls: {count: true}
+            """
+        let stage = try F.make(WindowAggregate.self, "pairs", yaml: yaml, inputs: ["experiences": .relation, "calls": .relation])
+        let start = F.micros(2020, 1, 1)
+        var experiences: [[Value]] = [], calls: [[Value]] = []
+        for user in Int64(1)...20 {
+            for program in Int64(1)...15 {
+                experiences.append([.int(user * 100 + program), .int(user), .int(program), .null, .int(start)])
+                // A different total per pair: user·1000 + program seconds, over `program` calls.
+                for call in 0..<program {
+                    let listen = call == 0 ? user * 1000 + program - (program - 1) : 1
+                    calls.append([.int(user), .int(program), .int(listen), .int(start + call), .null])
+                }
+            }
+        }
+        calls.append([.int(1), .int(16), .int(5), .int(start), .null]) // user 1 has no program 16
+        calls.append([.int(21), .int(1), .int(5), .int(start), .null]) // no user 21
+        let metrics = StageMetrics()
+        let output = try stage.run(F.context(stageID: "pairs", inputs: [
+            "experiences": F.relation(Self.experienceFields, experiences),
+            "calls": F.relation(Self.callFields, calls),
+        ], metrics: metrics))
+        let batch = try F.rows(of: output)
+        XCTAssertEqual(batch.count, 300)
+        for user in Int64(1)...20 {
+            for program in Int64(1)...15 {
+                let r = try XCTUnwrap(batch.rowMatching(["user_id": user, "program_id": program]))
+                XCTAssertEqual(batch.cell(r, "w_secs"), .int(user * 1000 + program), "(\(user), \(program))")
+                XCTAssertEqual(batch.cell(r, "w_calls"), .int(program), "(\(user), \(program))")
+            }
+        }
+        XCTAssertEqual(metrics.excluded, ["event_without_group": 2])
+    }
+
     // MARK: other measures
 
     func testCountWithAtMostFilter() throws {

@@ -20,7 +20,7 @@ final class RunLock: @unchecked Sendable {
                         cancellation: Cancellation, logger: Logger) async throws -> RunLock? {
         guard let name = pipeline.warehouse, let definition = pipeline.connections[name] else { return nil }
         return try await onOwnThread {
-            let connection = try PGConnection(definition.info, applicationName: applicationName(pipeline: pipeline.name, runID: runID))
+            let connection = try connect(definition, pipeline: pipeline, runID: runID, cancellation: cancellation, logger: logger)
             let key = [key(for: pipeline.name)]
             if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).string(0, 0) == "t" {
                 return RunLock(connection: connection)
@@ -42,6 +42,30 @@ final class RunLock: @unchecked Sendable {
             defer { cancellation.untrack(connection) }
             try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
             return RunLock(connection: connection)
+        }
+    }
+
+    /// Connects with the pipeline's retry policy: a warehouse that is away
+    /// for a moment (restart, failover) does not fail the run.
+    private static func connect(_ definition: ConnectionDefinition, pipeline: PipelineDefinition, runID: UUID,
+                                cancellation: Cancellation, logger: Logger) throws -> PGConnection {
+        let policy = pipeline.defaultRetry
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try PGConnection(definition.info, applicationName: applicationName(pipeline: pipeline.name, runID: runID))
+            } catch var error as PGError {
+                guard error.isTransient, attempt < policy.maxAttempts, !cancellation.isCancelled else {
+                    error.message = "cannot take the run lock on connection '\(definition.name)' after \(attempt) attempt\(attempt == 1 ? "" : "s"): \(error.message)"
+                    throw error
+                }
+                let delay = policy.delay(afterAttempt: attempt, unit: Double.random(in: 0..<1))
+                logger.warning("warehouse unreachable; retrying", metadata: [
+                    "connection": .string(definition.name), "attempt": .stringConvertible(attempt),
+                    "delay_seconds": .string(String(format: "%.2f", delay)), "error": .string(error.message)])
+                Thread.sleep(forTimeInterval: delay)
+            }
         }
     }
 

@@ -14,6 +14,8 @@ public struct PipelineDefinition: Sendable {
     public var concurrency: Int?
     public var warehouse: String?
     public var stages: [StageDefinition]
+    /// `defaults.retry`, also used for the run lock's connection.
+    public var defaultRetry: RetryPolicy = .default
 
     public func stage(_ id: String) -> StageDefinition? { stages.first { $0.id == id } }
 }

@@ -108,7 +108,8 @@ public struct PipelineLoader: Sendable {
             asOf: CivilDate(iso: variables["as_of"]?.text ?? "") ?? CivilDate(year: 2000, month: 1, day: 1),
             concurrency: defaults?["concurrency"]?.int,
             warehouse: defaults?["warehouse"]?.string,
-            stages: stages
+            stages: stages,
+            defaultRetry: defaultRetry
         )
     }
 
@@ -259,9 +260,11 @@ public struct PipelineLoader: Sendable {
                                + Suggestion.didYouMean(input, in: Array(seen.keys)))
                 }
             }
-            let configNode = interpolate(item["config"] ?? ConfigNode(Node.mapping(.init([])), path: "config",
+            let (configNode, unresolved) = interpolate(item["config"] ?? ConfigNode(Node.mapping(.init([])), path: "config",
                                                                         line: item.line, column: item.column),
                                          variables: variables, stageID: id, sink: sink)
+            // A config with an unresolved ${name} cannot be checked meaningfully: one mistake, one message.
+            if unresolved { continue }
             let checker = ConfigChecker(sink: sink)
             guard checker.check(configNode, against: .object(type.configKeys), what: "config of stage '\(id)' (\(typeName))") else { continue }
             let build = StageBuild(stageID: id, sink: sink, inputs: inputKinds, connections: Set(connections.keys),
@@ -287,17 +290,23 @@ public struct PipelineLoader: Sendable {
 
     /// Replaces `${name}` in every scalar of a stage config with pipeline variables.
     private func interpolate(_ config: ConfigNode, variables: [String: VariableValue],
-                             stageID: String, sink: DiagnosticSink) -> ConfigNode {
+                             stageID: String, sink: DiagnosticSink) -> (ConfigNode, unresolved: Bool) {
+        var anyUnresolved = false
         func walk(_ node: Node) -> Node {
             switch node {
             case .scalar(let scalar):
                 guard scalar.string.contains("${") else { return node }
-                let (substituted, unresolved, malformed) = Interpolation.substitute(scalar.string) { variables[$0]?.text }
+                // A typed variable without a value was reported where it is declared.
+                let declaredWithoutValue = { (name: String) in variables[name].map { $0.text.isEmpty && $0.kind != .string } ?? false }
+                let (substituted, unresolved, malformed) = Interpolation.substitute(scalar.string) { name in
+                    declaredWithoutValue(name) ? nil : variables[name]?.text
+                }
                 // Keep the written text when something is unresolved, so one mistake gives one message.
                 let text = unresolved.isEmpty && !malformed ? substituted : scalar.string
                 let located = ConfigNode(node, path: "", line: config.line, column: config.column)
                 if malformed { sink.error(at: located, "stage '\(stageID)': unclosed '${' in '\(scalar.string)'") }
-                for name in unresolved {
+                if malformed || !unresolved.isEmpty { anyUnresolved = true }
+                for name in unresolved where !declaredWithoutValue(name) {
                     sink.error(at: located, "stage '\(stageID)': variable '\(name)' is not defined under 'variables'"
                                + Suggestion.didYouMean(name, in: Array(variables.keys)))
                 }
@@ -312,7 +321,8 @@ public struct PipelineLoader: Sendable {
                 return node
             }
         }
-        return ConfigNode(walk(config.node), path: config.path, line: config.line, column: config.column)
+        let node = ConfigNode(walk(config.node), path: config.path, line: config.line, column: config.column)
+        return (node, anyUnresolved)
     }
 }
 

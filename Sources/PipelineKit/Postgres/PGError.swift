@@ -20,6 +20,8 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
     public var message: String
     public var detail: String?
     public var hint: String?
+    /// Where in the statement it happened (e.g. "COPY t, line 12, column minutes").
+    public var context: String?
     /// The redacted connection target, when known.
     public var target: String?
 
@@ -47,6 +49,7 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
         if let state = sqlState { text = "\(text) (SQLSTATE \(state))" }
         if let target { text += " [\(target)]" }
         if let detail, !detail.isEmpty { text += "\n  detail: \(detail)" }
+        if let context, !context.isEmpty { text += "\n  context: \(context)" }
         if let hint, !hint.isEmpty { text += "\n  hint: \(hint)" }
         return text
     }
@@ -69,5 +72,6 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
             hint: field(Int32(UInt8(ascii: "H"))),
             target: target
         )
+        context = field(Int32(UInt8(ascii: "W")))
     }
 }

@@ -4,9 +4,16 @@ import Foundation
 public enum PGTime {
     public static let unixEpochOffsetSeconds: Int64 = 946_684_800
     public static let microsPerDay: Int64 = 86_400_000_000
+    /// PostgreSQL's 'infinity' and '-infinity' timestamps and dates.
+    public static let infinity = Int64.max, minusInfinity = Int64.min
+    public static let infiniteDate = Int64(Int32.max), minusInfiniteDate = Int64(Int32.min)
+
+    public static func isInfinite(micros: Int64) -> Bool { micros == infinity || micros == minusInfinity }
 
     /// ISO text in UTC, as COPY text format accepts it (`2020-01-31 18:30:00.000001+00`).
     public static func format(micros: Int64) -> String {
+        if micros == infinity { return "infinity" }
+        if micros == minusInfinity { return "-infinity" }
         let day = floorDiv(micros, microsPerDay)
         let rest = micros - day * microsPerDay
         let date = CivilDate(pgDays: day)
@@ -54,6 +61,9 @@ public struct LocalDayMapper {
     /// Local date (days since 2000-01-01) of an instant (µs since 2000-01-01 UTC).
     @inline(__always)
     public mutating func localDay(micros: Int64) -> Int64 {
+        // Infinite instants stay beyond every finite day.
+        if micros == PGTime.infinity { return .max }
+        if micros == PGTime.minusInfinity { return .min }
         let bucket = PGTime.floorDiv(micros, LocalDayMapper.bucketMicros)
         if bucket != lastBucket {
             lastBucket = bucket

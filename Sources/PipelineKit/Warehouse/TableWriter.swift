@@ -51,18 +51,21 @@ public struct TableWriter: Sendable {
         var staged = 0
         try connection.copyIn("COPY \(staging) (\(columnList)) FROM STDIN") { writer in
             try batches { batch in
-                let positions = columns.map { field in batch.index(of: field.name)! }
-                var line = ""
-                line.reserveCapacity(256)
+                let batchColumns = columns.map { field in batch.columns[batch.index(of: field.name)!] }
+                var bytes: [UInt8] = []
+                bytes.reserveCapacity(1 << 16)
                 for row in 0..<batch.count {
-                    line.removeAll(keepingCapacity: true)
-                    for (index, position) in positions.enumerated() {
-                        if index > 0 { line += "\t" }
-                        CopyTextEncoder.append(batch.columns[position], row: row, to: &line)
+                    for (index, column) in batchColumns.enumerated() {
+                        if index > 0 { bytes.append(UInt8(ascii: "\t")) }
+                        CopyTextEncoder.append(column, row: row, to: &bytes)
                     }
-                    line += "\n"
-                    try writer.write(line)
+                    bytes.append(UInt8(ascii: "\n"))
+                    if bytes.count >= 1 << 16 {
+                        try writer.write(bytes: bytes)
+                        bytes.removeAll(keepingCapacity: true)
+                    }
                 }
+                try writer.write(bytes: bytes)
                 staged += batch.count
             }
         }
@@ -73,7 +76,6 @@ public struct TableWriter: Sendable {
             let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
             throw StageFailure.data("\(duplicate.string(0, key.count) ?? "2") rows for the key (\(values)) of \(table); the key must be unique")
         }
-        try connection.execute("ANALYZE \(staging)")
         let valueColumns = columns.map(\.name).filter { !key.contains($0) }
         let onConflict: String
         if valueColumns.isEmpty {
