@@ -22,7 +22,6 @@ struct GroupTable {
     private var sums: [Int64] = []
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
-    private var denseValues: [Int64: Int] = [:]
 
     var windowCount: Int { stage.windows.count }
     var measureCount: Int { stage.measures.count }
@@ -173,9 +172,22 @@ struct GroupTable {
         var nullKeys = 0, nullTimes = 0, withoutGroup = 0, beforeStart = 0, afterWindows = 0
         let windows = windowCount, measures = measureCount
         let plan = MeasurePlan(stage.measures)
-        let ends = windowEnd.map { $0 ?? Int64.min }
-        let starts = startDay
+        // Per group, contiguous: start day, each window's end, the latest end.
+        let stride = windows + 2
+        var spans = [Int64](repeating: 0, count: groupCount * stride)
+        for group in 0..<groupCount {
+            spans[group * stride] = startDay[group]
+            var latest = Int64.min
+            for w in 0..<windows {
+                let end = windowEnd[group * windows + w] ?? Int64.min
+                spans[group * stride + 1 + w] = end
+                latest = max(latest, end)
+            }
+            spans[group * stride + 1 + windows] = latest
+        }
         let lookupIndex = GroupIndex(index)
+        var groupOf: [Int32] = [], dayOf: [Int64] = []
+        var dense = DenseIndexer()
         distinct.configure(slots: groupCount * windows * measures)
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
@@ -195,58 +207,75 @@ struct GroupTable {
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
             }
+            // Pass 1: each event's group and local day (-1 when it counts nowhere).
+            let count = batch.count
+            groupOf.removeAll(keepingCapacity: true)
+            dayOf.removeAll(keepingCapacity: true)
             let keyA = keys[0].ints, keyANulls = keys[0].nulls
             let twoKeys = keys.count > 1
             let keyB = twoKeys ? keys[1].ints : [], keyBNulls = twoKeys ? keys[1].nulls : []
             let times = time.ints, timeNulls = time.nulls
-            let sourceValues = sources.map { $0?.ints ?? [] }, sourceNulls = sources.map { $0?.nulls ?? [] }
-            let filterValues = filters.map { $0?.ints ?? [] }, filterNulls = filters.map { $0?.nulls ?? [] }
-            var dense = [Int](repeating: -1, count: measures)
-            var passes = [Bool](repeating: true, count: measures)
-            for row in 0..<batch.count {
-                if (!keyANulls.isEmpty && keyANulls[row]) || (twoKeys && !keyBNulls.isEmpty && keyBNulls[row]) { nullKeys += 1; continue }
-                if !timeNulls.isEmpty && timeNulls[row] { nullTimes += 1; continue }
-                let group = lookupIndex.find(keyA[row], twoKeys ? keyB[row] : 0)
-                if group < 0 { withoutGroup += 1; continue }
-                let day = mapper.localDay(micros: times[row])
-                if day < starts[group] { beforeStart += 1; continue }
-                for m in 0..<measures {
-                    if plan.hasFilter[m] {
-                        let nulls = filterNulls[m]
-                        if !nulls.isEmpty && nulls[row] {
-                            passes[m] = false
+            for row in 0..<count {
+                var group = -1, day: Int64 = 0
+                if (!keyANulls.isEmpty && keyANulls[row]) || (twoKeys && !keyBNulls.isEmpty && keyBNulls[row]) {
+                    nullKeys += 1
+                } else if !timeNulls.isEmpty && timeNulls[row] {
+                    nullTimes += 1
+                } else {
+                    let found = lookupIndex.find(keyA[row], twoKeys ? keyB[row] : 0)
+                    if found < 0 {
+                        withoutGroup += 1
+                    } else {
+                        day = mapper.localDay(micros: times[row])
+                        let span = found * stride
+                        if day < spans[span] {
+                            beforeStart += 1
+                        } else if day >= spans[span + 1 + windows] {
+                            afterWindows += 1
                         } else {
-                            let value = filterValues[m][row]
-                            passes[m] = value >= plan.atLeast[m] && value <= plan.atMost[m]
-                        }
-                    }
-                    if plan.op[m] == .distinct {
-                        let nulls = sourceNulls[m]
-                        dense[m] = !nulls.isEmpty && nulls[row] ? -1 : denseIndex(sourceValues[m][row])
-                    }
-                }
-                var counted = false
-                let windowBase = group * windows
-                for w in 0..<windows where day < ends[windowBase + w] {
-                    counted = true
-                    let base = (windowBase + w) * measures
-                    for m in 0..<measures where passes[m] {
-                        switch plan.op[m] {
-                        case .distinct:
-                            if dense[m] >= 0 { distinct.insert(dense[m], slot: base + m) }
-                        case .sum:
-                            let nulls = sourceNulls[m]
-                            var value = !nulls.isEmpty && nulls[row] ? 0 : sourceValues[m][row]
-                            if value < plan.clampMin[m] { value = plan.clampMin[m] }
-                            sums[base + m] &+= value
-                        case .count:
-                            sums[base + m] += 1
-                        case .none:
-                            break
+                            group = found
                         }
                     }
                 }
-                if !counted { afterWindows += 1 }
+                groupOf.append(Int32(group))
+                dayOf.append(day)
+            }
+            // Pass 2, one measure at a time: tight loops over plain arrays.
+            for m in 0..<measures where plan.op[m] != .none {
+                let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
+                let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
+                let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
+                let op = plan.op[m], clampMin = plan.clampMin[m]
+                for row in 0..<count {
+                    let group = Int(groupOf[row])
+                    if group < 0 { continue }
+                    if hasFilter {
+                        if !filterNulls.isEmpty && filterNulls[row] { continue }
+                        let value = filterValues[row]
+                        if value < atLeast || value > atMost { continue }
+                    }
+                    var amount: Int64 = 1
+                    switch op {
+                    case .distinct:
+                        if !nulls.isEmpty && nulls[row] { continue }
+                        amount = Int64(dense.index(of: values[row]))
+                    case .sum:
+                        amount = !nulls.isEmpty && nulls[row] ? 0 : values[row]
+                        if amount < clampMin { amount = clampMin }
+                    case .count, .none:
+                        break
+                    }
+                    let day = dayOf[row]
+                    let span = group * stride + 1
+                    for w in 0..<windows where day < spans[span + w] {
+                        let slot = (group * windows + w) * measures + m
+                        if op == .distinct {
+                            distinct.insert(Int(amount), slot: slot)
+                        } else {
+                            sums[slot] &+= amount
+                        }
+                    }
+                }
             }
         }
         context.metrics.exclude("event_null_key", count: nullKeys)
@@ -254,13 +283,6 @@ struct GroupTable {
         context.metrics.exclude("event_without_group", count: withoutGroup)
         context.metrics.exclude("event_before_start", count: beforeStart)
         context.metrics.exclude("event_after_windows", count: afterWindows)
-    }
-
-    private mutating func denseIndex(_ value: Int64) -> Int {
-        if let index = denseValues[value] { return index }
-        let index = denseValues.count
-        denseValues[value] = index
-        return index
     }
 
     func output(schema: [Field]) throws -> Batch {
@@ -373,26 +395,27 @@ struct MeasurePlan {
 }
 
 /// An open-addressing hash table from a two-integer key to a group number:
-/// several times faster than a Dictionary in the per-event lookup.
+/// several times faster than a Dictionary in the per-event lookup. Key and
+/// value share a slot, so a probe touches one cache line.
 struct GroupIndex {
-    private var keysA: [Int64]
-    private var keysB: [Int64]
-    private var groups: [Int32]
+    private struct Slot {
+        var a: Int64
+        var b: Int64
+        var group: Int64
+    }
+
+    private var slots: [Slot]
     private let mask: Int
 
     init(_ index: [GroupKey: Int32]) {
         var capacity = 16
         while capacity < index.count * 2 { capacity <<= 1 }
         mask = capacity - 1
-        keysA = [Int64](repeating: 0, count: capacity)
-        keysB = [Int64](repeating: 0, count: capacity)
-        groups = [Int32](repeating: -1, count: capacity)
+        slots = [Slot](repeating: Slot(a: 0, b: 0, group: -1), count: capacity)
         for (key, group) in index {
             var slot = Self.hash(key.a, key.b) & mask
-            while groups[slot] >= 0 { slot = (slot + 1) & mask }
-            keysA[slot] = key.a
-            keysB[slot] = key.b
-            groups[slot] = group
+            while slots[slot].group >= 0 { slot = (slot + 1) & mask }
+            slots[slot] = Slot(a: key.a, b: key.b, group: Int64(group))
         }
     }
 
@@ -405,12 +428,39 @@ struct GroupIndex {
     /// The group of a key, or -1.
     @inline(__always)
     func find(_ a: Int64, _ b: Int64) -> Int {
-        var slot = Self.hash(a, b) & mask
+        var index = Self.hash(a, b) & mask
         while true {
-            let group = groups[slot]
-            if group < 0 { return -1 }
-            if keysA[slot] == a && keysB[slot] == b { return Int(group) }
-            slot = (slot + 1) & mask
+            let slot = slots[index]
+            if slot.group < 0 { return -1 }
+            if slot.a == a && slot.b == b { return Int(slot.group) }
+            index = (index + 1) & mask
         }
+    }
+}
+
+/// Maps the values of a count-distinct column to small dense integers (bit
+/// positions). Small non-negative values, the usual case for ids, take an
+/// array lookup; others fall back to a dictionary.
+struct DenseIndexer {
+    private var direct: [Int32] = []
+    private var other: [Int64: Int32] = [:]
+    private var next: Int32 = 0
+    private static let directLimit: Int64 = 1 << 22
+
+    @inline(__always)
+    mutating func index(of value: Int64) -> Int {
+        if value >= 0 && value < Self.directLimit {
+            let slot = Int(value)
+            if slot >= direct.count { direct.append(contentsOf: repeatElement(-1, count: max(slot + 1 - direct.count, direct.count))) }
+            if direct[slot] < 0 {
+                direct[slot] = next
+                next += 1
+            }
+            return Int(direct[slot])
+        }
+        if let known = other[value] { return Int(known) }
+        other[value] = next
+        next += 1
+        return Int(next - 1)
     }
 }

@@ -172,4 +172,25 @@ final class ReliabilityTests: XCTestCase {
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'runner/%' AND state <> 'idle'").int(0, 0)
         XCTAssertEqual(active, 0, "a query outlived the abort")
     }
+
+    func testDuplicateKeysInAWriteFailTheStageNamingTheKeyAndWriteNothing() async throws {
+        let warehouse = try TestDatabase.createDatabase("dw")
+        let pipeline = try load(Self.header + """
+              - id: experiences
+                type: pgExtract
+                config: {connection: source, table: experience, columns: {user_id: bigint, program_id: int}}
+              - id: by_user
+                type: factUpsert
+                inputs: [experiences]
+                config: {from: experiences, connection: warehouse, table: dw.by_user, key: user_id, columns: {user_id: bigint, program_id: int}}
+            """, source: try Dost.sourceDatabase(), warehouse: warehouse)
+        let report = try await Dost.run(pipeline)
+        XCTAssertEqual(report.status, .failed)
+        XCTAssertEqual(report.stage("by_user")?.attempts, 1, "bad data is not retried")
+        let error = try XCTUnwrap(report.stage("by_user")?.error)
+        XCTAssertTrue(error.contains("rows for the key (user_id=") && error.contains("the key must be unique"), error)
+        XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT count(*) FROM dw.by_user").int(0, 0), 0)
+        XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT count(*) FROM lineage.dataset_writes").int(0, 0), 0,
+                       "no lineage claims a write that rolled back")
+    }
 }

@@ -10,9 +10,24 @@ public struct BinaryCopyDecoder {
 
     private static let signature: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00]
 
+    /// How each field is read, decided once instead of per value.
+    private enum Kind { case int16, int32, int64, bool, double, text, numeric(scale: Int) }
+    private let kinds: [Kind]
+
     public init(schema: [Field], capacity: Int) {
         self.schema = schema
         batch = Batch(schema: schema, capacity: capacity)
+        kinds = schema.map { field in
+            switch field.type {
+            case .smallint: .int16
+            case .int, .date: .int32
+            case .bigint, .timestamptz: .int64
+            case .bool: .bool
+            case .double: .double
+            case .text: .text
+            case .numeric(_, let scale): .numeric(scale: scale)
+            }
+        }
     }
 
     /// Takes the batch decoded so far and starts a new one.
@@ -63,17 +78,16 @@ public struct BinaryCopyDecoder {
     }
 
     private mutating func appendValue(_ index: Int, _ reader: inout ByteReader, _ length: Int) throws {
-        let field = schema[index]
-        switch field.type {
-        case .smallint: batch.columns[index].append(int: Int64(reader.int16()))
-        case .int, .date: batch.columns[index].append(int: Int64(reader.int32()))
-        case .bigint, .timestamptz: batch.columns[index].append(int: reader.int64())
+        switch kinds[index] {
+        case .int16: batch.columns[index].append(int: Int64(reader.int16()))
+        case .int32: batch.columns[index].append(int: Int64(reader.int32()))
+        case .int64: batch.columns[index].append(int: reader.int64())
         case .bool: batch.columns[index].append(int: Int64(reader.byte()))
         case .double: batch.columns[index].append(double: Double(bitPattern: UInt64(bitPattern: reader.int64())))
         case .text: batch.columns[index].append(text: reader.string(length))
-        case .numeric(_, let scale):
+        case .numeric(let scale):
             guard let value = reader.numeric(scale: scale, length: length) else {
-                throw StageFailure.data("row \(rowNumber), column '\(field.name)': NaN or out-of-range numeric for \(field.type)")
+                throw StageFailure.data("row \(rowNumber), column '\(schema[index].name)': NaN or out-of-range numeric for \(schema[index].type)")
             }
             batch.columns[index].append(int: value)
         }

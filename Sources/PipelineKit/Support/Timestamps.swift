@@ -46,15 +46,18 @@ public enum PGTime {
 
 /// Maps instants to local calendar days in one time zone.
 ///
-/// Offsets are looked up once per quarter hour of UTC time and cached, since
-/// every zone's transitions fall on quarter hours; a per-row Foundation
+/// Offsets are looked up once per quarter hour of UTC time (every zone's
+/// transitions fall on quarter hours) and kept in a flat table, so a call
+/// costs two divisions by constants and an array read; a per-row Foundation
 /// calendar call would dominate an aggregation over millions of rows.
 public struct LocalDayMapper {
     private let zone: TimeZone
-    private var cache: [Int64: Int64] = [:]
-    private var lastBucket: Int64 = .min
-    private var lastOffset: Int64 = 0
+    private var offsets: [Int64] = []
+    private var firstBucket: Int64 = 0
     private static let bucketMicros: Int64 = 15 * 60 * 1_000_000
+    private static let unknown = Int64.min
+    /// The table covers about 40 years of quarter hours at most; beyond, Foundation is asked directly.
+    private static let maxBuckets = 40 * 366 * 96
 
     public init(zone: TimeZone) { self.zone = zone }
 
@@ -64,17 +67,40 @@ public struct LocalDayMapper {
         // Infinite instants stay beyond every finite day.
         if micros == PGTime.infinity { return .max }
         if micros == PGTime.minusInfinity { return .min }
-        let bucket = PGTime.floorDiv(micros, LocalDayMapper.bucketMicros)
-        if bucket != lastBucket {
-            lastBucket = bucket
-            if let cached = cache[bucket] {
-                lastOffset = cached
-            } else {
-                let offset = Int64(zone.secondsFromGMT(for: PGTime.date(micros: bucket * LocalDayMapper.bucketMicros))) * 1_000_000
-                cache[bucket] = offset
-                lastOffset = offset
-            }
+        var bucket = micros / Self.bucketMicros
+        if micros % Self.bucketMicros < 0 { bucket -= 1 }
+        let local = micros + offset(bucket: bucket)
+        var day = local / PGTime.microsPerDay
+        if local % PGTime.microsPerDay < 0 { day -= 1 }
+        return day
+    }
+
+    @inline(__always)
+    private mutating func offset(bucket: Int64) -> Int64 {
+        let index = bucket - firstBucket
+        if index >= 0 && index < Int64(offsets.count) {
+            let known = offsets[Int(index)]
+            if known != Self.unknown { return known }
         }
-        return PGTime.floorDiv(micros + lastOffset, PGTime.microsPerDay)
+        return slowOffset(bucket: bucket)
+    }
+
+    private mutating func slowOffset(bucket: Int64) -> Int64 {
+        let value = Int64(zone.secondsFromGMT(for: PGTime.date(micros: bucket * Self.bucketMicros))) * 1_000_000
+        if offsets.isEmpty {
+            firstBucket = bucket - 366 * 96
+            offsets = [Int64](repeating: Self.unknown, count: 2 * 366 * 96)
+        }
+        var index = bucket - firstBucket
+        if index < 0 && Int64(offsets.count) - index <= Int64(Self.maxBuckets) {
+            let grow = Int(max(-index, Int64(offsets.count)))
+            offsets.insert(contentsOf: repeatElement(Self.unknown, count: grow), at: 0)
+            firstBucket -= Int64(grow)
+            index = bucket - firstBucket
+        } else if index >= Int64(offsets.count) && index < Int64(Self.maxBuckets) {
+            offsets.append(contentsOf: repeatElement(Self.unknown, count: Int(max(index + 1 - Int64(offsets.count), Int64(offsets.count)))))
+        }
+        if index >= 0 && index < Int64(offsets.count) { offsets[Int(index)] = value }
+        return value
     }
 }

@@ -48,6 +48,8 @@ public struct TableWriter: Sendable {
         try connection.execute("""
             CREATE TEMP TABLE \(staging) ON COMMIT DROP AS SELECT \(columnList) FROM \(quotedTable) WITH NO DATA
             """)
+        // A table that was empty has nothing to delete: skip the anti-join.
+        let hadRows = try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) == "t"
         var staged = 0
         try connection.copyIn("COPY \(staging) (\(columnList)) FROM STDIN") { writer in
             try batches { batch in
@@ -69,13 +71,6 @@ public struct TableWriter: Sendable {
                 staged += batch.count
             }
         }
-        let duplicate = try connection.query("""
-            SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
-            """)
-        if duplicate.rowCount > 0 {
-            let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
-            throw StageFailure.data("\(duplicate.string(0, key.count) ?? "2") rows for the key (\(values)) of \(table); the key must be unique")
-        }
         let valueColumns = columns.map(\.name).filter { !key.contains($0) }
         let onConflict: String
         if valueColumns.isEmpty {
@@ -87,7 +82,12 @@ public struct TableWriter: Sendable {
             let incoming = valueColumns.map { "EXCLUDED.\(SQL.ident($0))" }.joined(separator: ", ")
             onConflict = "DO UPDATE SET \(assignments) WHERE (\(current)) IS DISTINCT FROM (\(incoming))"
         }
-        let merged = try connection.query("""
+        // Duplicate keys make the merge fail (SQLSTATE 21000); only then is it
+        // worth a query to say which key, so the common case pays nothing.
+        try connection.execute("SAVEPOINT merge")
+        let merged: PGResult
+        do {
+            merged = try connection.query("""
             WITH merged AS (
                 INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
                 SELECT \(columnList), $1::uuid, now() FROM \(staging)
@@ -96,8 +96,16 @@ public struct TableWriter: Sendable {
             )
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
             """, [runID.uuidString.lowercased()])
+        } catch let error as PGError where error.sqlState == "21000" {
+            try connection.execute("ROLLBACK TO SAVEPOINT merge")
+            let duplicate = try connection.query("""
+                SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
+                """)
+            let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
+            throw StageFailure.data("\(duplicate.string(0, key.count) ?? "several") rows for the key (\(values)) of \(table); the key must be unique")
+        }
         var counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
-        if deleteMissing {
+        if deleteMissing && hadRows {
             let match = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
             counts.deleted = try connection.query("""
                 DELETE FROM \(quotedTable) AS t WHERE NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(match))
