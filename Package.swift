@@ -44,5 +44,9 @@ let package = Package(
         ),
         .testTarget(name: "PipelineKitTests", dependencies: ["PipelineKit", "Stages"]),
         .testTarget(name: "StagesTests", dependencies: ["PipelineKit", "Stages"]),
+        .testTarget(name: "RunnerTests", dependencies: [
+            "Runner", "PipelineKit",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
     ]
 )

@@ -15,8 +15,10 @@ struct GroupTable {
     private(set) var index: [GroupKey: Int32] = [:]
     private(set) var anchorRow: [Int] = []
     private(set) var startDay: [Int64] = []
-    private(set) var attributeValues: [[Value]] = []
-    private(set) var dateValues: [[Int64?]] = []
+    /// Per group, `stage.attributes.count` values in one flat array.
+    private(set) var attributeValues: [Value] = []
+    /// Per group, `stage.dates.count` days in one flat array; nil is NULL.
+    private(set) var dateValues: [Int64?] = []
     /// End day per group and window; nil for an open-ended window.
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
@@ -92,7 +94,7 @@ struct GroupTable {
             if dropped { continue }
             index[key] = Int32(anchorRow.count)
             anchorRow.append(row)
-            attributeValues.append(values)
+            attributeValues += values
             startDay.append(mapper.localDay(micros: times.ints[row]))
         }
         for (rule, count) in missing { context.metrics.exclude(rule, count: count) }
@@ -112,16 +114,16 @@ struct GroupTable {
                 case .days(let days): values.append(startDay[group] + Int64(days))
                 case .daysFrom(let attribute):
                     let position = stage.attributes.firstIndex { $0.name == attribute }!
-                    values.append(attributeValues[group][position].intValue.map { startDay[group] + $0 })
+                    values.append(attributeValues[group * stage.attributes.count + position].intValue.map { startDay[group] + $0 })
                 }
             }
-            dateValues.append(values)
+            dateValues += values
         }
         let datePositions = stage.windows.map { window in stage.dates.firstIndex { $0.name == window.end }! }
         windowEnd = []
         windowEnd.reserveCapacity(groupCount * windowCount)
         for group in 0..<groupCount {
-            for position in datePositions { windowEnd.append(dateValues[group][position]) }
+            for position in datePositions { windowEnd.append(dateValues[group * stage.dates.count + position]) }
         }
     }
 
@@ -188,7 +190,7 @@ struct GroupTable {
         let lookupIndex = GroupIndex(index)
         var groupOf: [Int32] = [], dayOf: [Int64] = []
         var dense = DenseIndexer()
-        distinct.configure(slots: groupCount * windows * measures)
+        distinct.configure(slots: groupCount * windows * plan.distinctCount)
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
@@ -270,7 +272,7 @@ struct GroupTable {
                     for w in 0..<windows where day < spans[span + w] {
                         let slot = (group * windows + w) * measures + m
                         if op == .distinct {
-                            distinct.insert(Int(amount), slot: slot)
+                            distinct.insert(Int(amount), slot: (group * windows + w) * plan.distinctCount + plan.distinctOrdinal[m])
                         } else {
                             sums[slot] &+= amount
                         }
@@ -289,10 +291,12 @@ struct GroupTable {
         var batch = Batch(schema: schema, capacity: groupCount)
         let keyPositions = stage.groupBy.map { anchor.index(of: $0)! }
         let asOfDay = stage.asOf.pgDays
+        let distinctMeasures = stage.measures.indices.filter { if case .countDistinct = stage.measures[$0].kind { true } else { false } }
         for group in 0..<groupCount {
             var row: [Value] = keyPositions.map { anchor.columns[$0].value(at: anchorRow[group]) }
-            row += attributeValues[group]
-            row += dateValues[group].map { $0.map(Value.int) ?? .null }
+            let attributes = stage.attributes.count, dates = stage.dates.count
+            row += attributeValues[(group * attributes)..<((group + 1) * attributes)]
+            row += dateValues[(group * dates)..<((group + 1) * dates)].map { $0.map(Value.int) ?? .null }
             for w in 0..<windowCount {
                 let end = windowEnd[group * windowCount + w]
                 let closed = end.map { $0 <= asOfDay } ?? false
@@ -300,7 +304,9 @@ struct GroupTable {
                 for (m, measure) in stage.measures.enumerated() {
                     guard closed else { row.append(.null); continue }
                     switch measure.kind {
-                    case .countDistinct: row.append(.int(Int64(distinct.count(slot: base + m))))
+                    case .countDistinct:
+                        let slot = (group * windowCount + w) * distinctMeasures.count + distinctMeasures.firstIndex(of: m)!
+                        row.append(.int(Int64(distinct.count(slot: slot))))
                     case .count: row.append(.int(sums[base + m]))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
                     case let .sum(_, _, divideBy, scale):
@@ -343,7 +349,8 @@ struct DistinctBits {
 
     mutating func insert(_ value: Int, slot: Int) {
         let word = value >> 6
-        if word >= stride { grow(to: max(word + 1, stride * 2)) }
+        // Grow to exactly what is needed: the stride is paid once per slot.
+        if word >= stride { grow(to: word + 1) }
         words[slot * stride + word] |= 1 << UInt64(value & 63)
     }
 
@@ -374,6 +381,9 @@ struct MeasurePlan {
     let atLeast: [Int64]
     let atMost: [Int64]
     let clampMin: [Int64]
+    /// Bitsets are kept for count-distinct measures only: their position among those.
+    let distinctOrdinal: [Int]
+    let distinctCount: Int
 
     init(_ measures: [WindowAggregate.Measure]) {
         op = measures.map { measure in
@@ -387,6 +397,13 @@ struct MeasurePlan {
         hasFilter = measures.map { $0.filter != nil }
         atLeast = measures.map { $0.filter?.atLeast ?? .min }
         atMost = measures.map { $0.filter?.atMost ?? .max }
+        var ordinal = 0
+        distinctOrdinal = measures.map { measure in
+            guard case .countDistinct = measure.kind else { return -1 }
+            defer { ordinal += 1 }
+            return ordinal
+        }
+        distinctCount = ordinal
         clampMin = measures.map { measure in
             if case let .sum(_, clamp, _, _) = measure.kind { return clamp ?? .min }
             return .min

@@ -1,0 +1,71 @@
+import ArgumentParser
+import PipelineKit
+import XCTest
+@testable import Runner
+
+/// How the runner's command line is parsed; no pipeline runs here.
+final class CommandLineTests: XCTestCase {
+    func testRunParsesEveryOption() throws {
+        let command = try Runner.Run.parse([
+            "dost_warehouse", "--as-of", "2020-10-15", "--var", "min_listen_secs=45", "--var", "timezone=UTC",
+            "--select", "userprogram+", "--select", "partnerorg", "--jobs", "3", "--full-refresh", "--wait",
+            "--log-format", "json", "--lineage-log", "/tmp/events.jsonl",
+        ])
+        XCTAssertEqual(command.pipeline.path, "pipelines/dost_warehouse.yaml")
+        XCTAssertEqual(command.variables.asOf, "2020-10-15")
+        XCTAssertEqual(command.selectors, ["userprogram+", "partnerorg"])
+        XCTAssertEqual(command.jobs, 3)
+        XCTAssertTrue(command.fullRefresh)
+        XCTAssertTrue(command.wait)
+        XCTAssertEqual(command.logFormat, .json)
+        XCTAssertEqual(command.lineageLog, "/tmp/events.jsonl")
+        let options = try command.variables.loadOptions()
+        XCTAssertEqual(options.asOf, CivilDate(year: 2020, month: 10, day: 15))
+        XCTAssertEqual(options.variableOverrides.map(\.name), ["min_listen_secs", "timezone"])
+        XCTAssertEqual(options.variableOverrides.map(\.value), ["45", "UTC"])
+    }
+
+    func testRunDefaults() throws {
+        let command = try Runner.Run.parse(["pipelines/x.yaml"])
+        XCTAssertEqual(command.pipeline.path, "pipelines/x.yaml")
+        XCTAssertEqual(command.jobs, ProcessInfo.processInfo.activeProcessorCount)
+        XCTAssertFalse(command.fullRefresh)
+        XCTAssertEqual(command.logFormat, .text)
+        XCTAssertEqual(command.lineageLog, ".pipelinekit/lineage.jsonl")
+        XCTAssertNil(try command.variables.loadOptions().asOf)
+    }
+
+    func testABareNameResolvesUnderPipelinesAndAPathIsKept() throws {
+        XCTAssertEqual(try Runner.Validate.parse(["dost"]).pipeline.path, "pipelines/dost.yaml")
+        XCTAssertEqual(try Runner.Validate.parse(["./dost"]).pipeline.path, "./dost")
+        XCTAssertEqual(try Runner.Validate.parse(["other.yml"]).pipeline.path, "other.yml")
+    }
+
+    func testMalformedArgumentsAreUsageErrors() {
+        for arguments in [["p", "--jobs", "0"], ["p", "--log-format", "xml"], ["p", "--jobs", "many"], []] {
+            XCTAssertThrowsError(try Runner.Run.parse(arguments), "\(arguments)") { error in
+                XCTAssertEqual(Runner.exitCode(for: error), .validationFailure, "\(arguments)")
+            }
+        }
+    }
+
+    func testVarWithoutEqualsAndABadAsOfAreRejectedWithTheValue() throws {
+        XCTAssertThrowsError(try Runner.Run.parse(["p", "--var", "novalue"]).variables.loadOptions()) { error in
+            XCTAssertTrue("\(error)".contains("'novalue'"), "\(error)")
+        }
+        XCTAssertThrowsError(try Runner.Run.parse(["p", "--as-of", "2020-02-30"]).variables.loadOptions()) { error in
+            XCTAssertTrue("\(error)".contains("'2020-02-30'"), "\(error)")
+        }
+    }
+
+    func testPlanAndLineageSubcommandsParse() throws {
+        XCTAssertEqual(try Runner.Plan.parse(["p", "--format", "mermaid"]).format, .mermaid)
+        let verify = try Runner.Lineage.Verify.parse(["log.jsonl", "--against", "dbname=dw", "--json"])
+        XCTAssertEqual(verify.path, "log.jsonl")
+        XCTAssertEqual(verify.against, "dbname=dw")
+        XCTAssertTrue(verify.json)
+        let diff = try Runner.Lineage.Diff.parse(["a", "b", "--warehouse", "dbname=dw"])
+        XCTAssertEqual([diff.runA, diff.runB], ["a", "b"])
+        XCTAssertEqual(diff.options.warehouse, "dbname=dw")
+    }
+}
