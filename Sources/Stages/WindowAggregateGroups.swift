@@ -248,6 +248,7 @@ struct GroupTable {
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
                 let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
                 let op = plan.op[m], clampMin = plan.clampMin[m]
+                let distinctOrdinal = plan.distinctOrdinal[m], distinctCount = plan.distinctCount
                 for row in 0..<count {
                     let group = Int(groupOf[row])
                     if group < 0 { continue }
@@ -270,11 +271,10 @@ struct GroupTable {
                     let day = dayOf[row]
                     let span = group * stride + 1
                     for w in 0..<windows where day < spans[span + w] {
-                        let slot = (group * windows + w) * measures + m
                         if op == .distinct {
-                            distinct.insert(Int(amount), slot: (group * windows + w) * plan.distinctCount + plan.distinctOrdinal[m])
+                            distinct.insert(Int(amount), slot: (group * windows + w) * distinctCount + distinctOrdinal)
                         } else {
-                            sums[slot] &+= amount
+                            sums[(group * windows + w) * measures + m] &+= amount
                         }
                     }
                 }
@@ -349,8 +349,8 @@ struct DistinctBits {
 
     mutating func insert(_ value: Int, slot: Int) {
         let word = value >> 6
-        // Grow to exactly what is needed: the stride is paid once per slot.
-        if word >= stride { grow(to: word + 1) }
+        // Doubling keeps relayouts rare; slots exist for count-distinct measures only.
+        if word >= stride { grow(to: max(word + 1, stride * 2)) }
         words[slot * stride + word] |= 1 << UInt64(value & 63)
     }
 
