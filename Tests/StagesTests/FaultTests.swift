@@ -214,6 +214,8 @@ final class FaultTests: XCTestCase {
             try admin.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'runner/%'", [database]).rowCount == 0
         }
         XCTAssertTrue(sessionsGone, "the killed runner's sessions never ended")
+        XCTAssertEqual(try TestDatabase.rows(dw, "SELECT status FROM lineage.runs"), ["running", "succeeded"],
+                       "the lineage mirror shows the killed run as not completed")
         XCTAssertEqual(try dw.query("SELECT count(*) FROM pg_class WHERE relname LIKE 'pipelinekit_staging%'").int(0, 0), 0,
                        "a staging table was left behind")
         XCTAssertEqual(try TestDatabase.rows(dw, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'dw'"),
