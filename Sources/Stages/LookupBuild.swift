@@ -107,7 +107,7 @@ public struct LookupBuild: Stage {
                 let column = rows.columns[orderPosition!]
                 let sorted = positions.sorted { a, b in
                     let (x, y) = (column.value(at: a), column.value(at: b))
-                    return x == y ? a < b : Self.less(x, y)
+                    return x == y ? a < b : Value.sortsBefore(x, y)
                 }
                 index[entry] = [duplicates == "first" ? sorted.first! : sorted.last!]
                 dropped += positions.count - 1
@@ -143,16 +143,5 @@ public struct LookupBuild: Stage {
             }
         }
         return row
-    }
-
-    static func less(_ a: Value, _ b: Value) -> Bool {
-        switch (a, b) {
-        case let (.int(x), .int(y)): x < y
-        case let (.double(x), .double(y)): x < y
-        case let (.text(x), .text(y)): x < y
-        case (.null, _): false
-        case (_, .null): true
-        default: a.description < b.description
-        }
     }
 }

@@ -57,7 +57,7 @@ struct GroupTable {
             if let current = best[key] {
                 let (t, u) = (times.ints[row], times.ints[current])
                 let earlier = t < u || (t == u && tiePosition.map { anchor.columns[$0].value(at: row) } .map {
-                    LookupBuild.less($0, anchor.columns[tiePosition!].value(at: current))
+                    Value.sortsBefore($0, anchor.columns[tiePosition!].value(at: current))
                 } ?? false)
                 if earlier { best[key] = row }
             } else {

@@ -107,3 +107,18 @@ public enum Value: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
+
+extension Value {
+    /// An order for choosing between rows (first/last, tie breaks): values of
+    /// one kind in their natural order, NULL last.
+    public static func sortsBefore(_ a: Value, _ b: Value) -> Bool {
+        switch (a, b) {
+        case let (.int(x), .int(y)): x < y
+        case let (.double(x), .double(y)): x < y
+        case let (.text(x), .text(y)): x < y
+        case (.null, _): false
+        case (_, .null): true
+        default: a.description < b.description
+        }
+    }
+}

@@ -325,7 +325,3 @@ public struct PipelineLoader: Sendable {
         return (node, anyUnresolved)
     }
 }
-
-extension ConnInfo {
-    var hasPassword: Bool { (try? parsed())?["password"].map { !$0.isEmpty } ?? false }
-}

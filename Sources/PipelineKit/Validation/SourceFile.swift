@@ -7,14 +7,6 @@ enum SourceFile {
     static let maxBytes = 1 << 20
     static let maxNodes = 100_000
 
-    static func load(path: String, sink: DiagnosticSink) -> ConfigNode? {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            sink.error(line: 1, column: 1, "cannot read the file (does it exist and is it readable?)")
-            return nil
-        }
-        return parse(data, sink: sink)
-    }
-
     static func parse(_ data: Data, sink: DiagnosticSink) -> ConfigNode? {
         guard data.count <= maxBytes else {
             sink.error(line: 1, column: 1, "the file is \(data.count / 1024) KiB; pipeline files are limited to \(maxBytes / 1024) KiB")
