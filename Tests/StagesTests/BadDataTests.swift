@@ -303,7 +303,7 @@ final class BadDataTests: XCTestCase {
 
     func testAWeekThatIsNotANumberFailsTheStageScanningItOnceNamingTheValue() async throws {
         let source = try source("ALTER TABLE programseq ALTER COLUMN week TYPE text; UPDATE programseq SET week = 'two' WHERE id = 110;")
-        let yaml = try FaultTests.dostYAML().replacingOccurrences(of: "(week - 1)", with: "(week::int - 1)")
+        let yaml = try Dost.yaml().replacingOccurrences(of: "(week - 1)", with: "(week::int - 1)")
         XCTAssertTrue(yaml.contains("week::int"))
         let report = try await run(source: source, warehouse: try TestDatabase.createDatabase("bad_dw"), yaml: yaml)
         XCTAssertEqual(report.status, .failed)

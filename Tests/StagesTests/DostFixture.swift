@@ -68,4 +68,22 @@ enum Dost {
                           file: file, line: line)
         }
     }
+
+    /// The shipped pipeline's text.
+    static func yaml() throws -> String {
+        try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
+    }
+
+    /// The shipped pipeline with a calls extract that pauses before streaming,
+    /// so that a test can act on the COPY while it is open.
+    static func yamlWithSlowCalls(pause seconds: Double) throws -> String {
+        let yaml = try self.yaml().replacingOccurrences(of: "      table: public.campaign\n", with: """
+                  query: >-
+                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
+                    FROM public.campaign, (SELECT pg_sleep(\(seconds))) AS pause
+
+            """)
+        precondition(yaml.contains("pg_sleep"), "the calls extract of pipelines/dost_warehouse.yaml changed")
+        return yaml
+    }
 }

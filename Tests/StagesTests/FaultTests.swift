@@ -10,23 +10,8 @@ import XCTest
 final class FaultTests: XCTestCase {
     // MARK: pipelines and databases
 
-    static func dostYAML() throws -> String {
-        try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
-    }
-
     /// The Dost pipeline whose calls extract sleeps before its first row, so the
     /// COPY that `userprogram` scans stays open for `seconds`.
-    static func sleepingCallsYAML(_ seconds: Double) throws -> String {
-        let yaml = try dostYAML().replacingOccurrences(of: "      table: public.campaign\n", with: """
-                  query: >-
-                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
-                    FROM public.campaign, (SELECT pg_sleep(\(seconds))) AS pause
-
-            """)
-        precondition(yaml.contains("pg_sleep"), "the calls extract of pipelines/dost_warehouse.yaml changed")
-        return yaml
-    }
-
     func temporaryFile(_ text: String, name: String = "pipeline.yaml") throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("faults-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -94,7 +79,7 @@ final class FaultTests: XCTestCase {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
         try TestDatabase.connect(warehouse).execute(Self.slowFactTable(sleep: 0.5, createTable: true))
-        let pipeline = try load(try Self.dostYAML(), source: source, warehouse: warehouse)
+        let pipeline = try load(try Dost.yaml(), source: source, warehouse: warehouse)
 
         let killer = BackgroundLoop(conninfo: Self.admin)
         let database = try Self.databaseName(warehouse)
@@ -242,7 +227,7 @@ final class FaultTests: XCTestCase {
     func assertSignalAbortsTheRun(_ signal: Int32, name: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
-        let path = try temporaryFile(try Self.sleepingCallsYAML(30))
+        let path = try temporaryFile(try Dost.yamlWithSlowCalls(pause: 30))
         let child = try RunnerChild(["run", path, "--as-of", "2020-10-15"], environment: Self.environment(source: source, warehouse: warehouse))
         let admin = try TestDatabase.connect(Self.admin)
         let sourceName = try Self.databaseName(source)
@@ -302,7 +287,7 @@ final class FaultTests: XCTestCase {
 
     func testAnUnreachableWarehouseWithoutARunLockFailsEachWritingStageAfterRetriesWithBackoff() throws {
         let source = try Dost.sourceDatabase()
-        let yaml = try Self.dostYAML()
+        let yaml = try Dost.yaml()
             .replacingOccurrences(of: "  warehouse: warehouse\n", with: "")
             .replacingOccurrences(of: "initial_backoff: 1s", with: "initial_backoff: 200ms")
         XCTAssertFalse(yaml.contains("warehouse: warehouse\n"))
@@ -338,7 +323,7 @@ final class FaultTests: XCTestCase {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
         let environment = Self.environment(source: source, warehouse: warehouse)
-        let path = try temporaryFile(try Self.sleepingCallsYAML(3))
+        let path = try temporaryFile(try Dost.yamlWithSlowCalls(pause: 3))
         let database = try Self.databaseName(warehouse)
         let admin = try TestDatabase.connect(Self.admin)
 

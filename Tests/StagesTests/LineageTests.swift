@@ -72,7 +72,7 @@ final class LineageTests: XCTestCase {
         let warehouse = try TestDatabase.createDatabase("dost_dw")
         let log = temporaryLog()
         // The calls extract fails permanently (a column that does not exist); userprogram depends on it.
-        let yaml = try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
+        let yaml = try Dost.yaml()
             .replacingOccurrences(of: "columns: {user_id: bigint, program_id: int, listen_secs: int, call_start_time: timestamptz, programseq_id: bigint}",
                                   with: "columns: {user_id: bigint, program_id: int, listen_secs: int, call_start_time: timestamptz, no_such_column: bigint}")
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml").path

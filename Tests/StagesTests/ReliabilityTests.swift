@@ -17,10 +17,6 @@ final class ReliabilityTests: XCTestCase {
         return try PipelineLoader(registry: .standard).load(path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
     }
 
-    func dostYAML() throws -> String {
-        try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
-    }
-
     static let header = """
         pipeline: hostile
         connections:
@@ -35,13 +31,7 @@ final class ReliabilityTests: XCTestCase {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
         // The pause keeps the COPY open long enough to be terminated from outside.
-        let yaml = try dostYAML().replacingOccurrences(of: "      table: public.campaign\n", with: """
-                  query: >-
-                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
-                    FROM public.campaign, (SELECT pg_sleep(0.4)) AS pause
-
-            """)
-        XCTAssertTrue(yaml.contains("pg_sleep"))
+        let yaml = try Dost.yamlWithSlowCalls(pause: 0.4)
         let pipeline = try load(yaml, source: source, warehouse: warehouse)
         let killer = try TestDatabase.connect(TestDatabase.conninfo + " dbname=postgres")
         let terminated = Task.detached { () -> Bool in
@@ -145,12 +135,7 @@ final class ReliabilityTests: XCTestCase {
     func testCancellingARunInterruptsRunningQueriesAndWritesNothing() async throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
-        let yaml = try dostYAML().replacingOccurrences(of: "      table: public.campaign\n", with: """
-                  query: >-
-                    SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
-                    FROM public.campaign, (SELECT pg_sleep(30)) AS pause
-
-            """)
+        let yaml = try Dost.yamlWithSlowCalls(pause: 30)
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let executor = try PipelineExecutor(pipeline: try load(yaml, source: source, warehouse: warehouse),
