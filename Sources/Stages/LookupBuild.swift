@@ -127,20 +127,10 @@ public struct LookupBuild: Stage {
                 throw StageFailure.config("default names column '\(name)', which '\(from)' does not have")
             }
             guard let text = node.string else { continue }
-            switch schema[position].type.storage {
-            case .int where schema[position].type == .bool:
-                guard let value = ["false": Int64(0), "true": 1][text.lowercased()] else {
-                    throw StageFailure.config("default \(name): '\(text)' is not true or false")
-                }
-                row[position] = .int(value)
-            case .int:
-                guard let value = Int64(text) else { throw StageFailure.config("default \(name): '\(text)' is not a whole number") }
-                row[position] = .int(value)
-            case .double:
-                guard let value = Double(text) else { throw StageFailure.config("default \(name): '\(text)' is not a number") }
-                row[position] = .double(value)
-            case .text: row[position] = .text(text)
+            guard let value = schema[position].type.value(fromText: text) else {
+                throw StageFailure.config("default \(name): '\(text)' is not a valid \(schema[position].type)")
             }
+            row[position] = value
         }
         return row
     }

@@ -135,7 +135,7 @@ final class LookupBuildTests: XCTestCase {
         let notANumber = Self.partnerYAML().replacingOccurrences(of: "{id: 0,", with: "{id: zero,")
         XCTAssertThrowsError(try build(notANumber)) { error in
             guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
-            XCTAssertTrue(message.contains("'zero' is not a whole number"), message)
+            XCTAssertTrue(message.contains("'zero' is not a valid bigint"), message)
         }
         let unknownColumn = Self.partnerYAML().replacingOccurrences(of: "{id: 0,", with: "{id: 0, region: north,")
         XCTAssertThrowsError(try build(unknownColumn)) { error in
@@ -177,5 +177,27 @@ final class LookupBuildTests: XCTestCase {
         XCTAssertEqual(lookup.value(2, forRaw: [.int(2), .text("X")]), .text("two-x"))
         XCTAssertEqual(lookup.positions(forRaw: [.int(2), .text("y")]), [])
         XCTAssertEqual(lookup.positions(forRaw: [.null, .text("y")]), [])
+    }
+}
+
+/// Values written in pipeline files are typed by the column they go into.
+final class LiteralValueTests: XCTestCase {
+    func testDatesTimestampsAndNumericsParseExactly() {
+        XCTAssertEqual(DataType.date.value(fromText: "2000-01-02"), .int(1))
+        XCTAssertEqual(DataType.date.value(fromText: "1999-12-31"), .int(-1))
+        XCTAssertEqual(DataType.date.value(fromText: "infinity"), .int(Int64(Int32.max)))
+        XCTAssertNil(DataType.date.value(fromText: "2020-02-30"))
+        XCTAssertEqual(DataType.timestamptz.value(fromText: "2000-01-01T00:00:01Z"), .int(1_000_000))
+        XCTAssertEqual(DataType.timestamptz.value(fromText: "2000-01-01 05:30:00+05:30"), .int(0))
+        XCTAssertNil(DataType.timestamptz.value(fromText: "yesterday"))
+        let money = DataType.numeric(precision: 12, scale: 2)
+        XCTAssertEqual(money.value(fromText: "1.5"), .int(150))
+        XCTAssertEqual(money.value(fromText: "-0.05"), .int(-5))
+        XCTAssertEqual(money.value(fromText: "42"), .int(4200))
+        XCTAssertNil(money.value(fromText: "1.234"), "more places than the scale")
+        XCTAssertNil(money.value(fromText: "1e3"))
+        XCTAssertNil(money.value(fromText: "12345678901.00"), "more digits than the precision allows")
+        XCTAssertEqual(DataType.bool.value(fromText: "TRUE"), .int(1))
+        XCTAssertNil(DataType.int.value(fromText: "4.0"))
     }
 }

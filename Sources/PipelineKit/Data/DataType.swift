@@ -106,3 +106,38 @@ public struct Field: Sendable, Hashable {
         self.type = type
     }
 }
+
+extension DataType {
+    /// A value written in a pipeline file (e.g. a lookup default) as this type;
+    /// nil when the text does not fit. Dates are `YYYY-MM-DD`, timestamps ISO
+    /// 8601 with an offset, numerics plain decimals with at most `scale` places.
+    public func value(fromText text: String) -> Value? {
+        switch self {
+        case .smallint, .int, .bigint: return Int64(text).map(Value.int)
+        case .bool: return ["false": Value.int(0), "true": .int(1)][text.lowercased()]
+        case .double: return Double(text).map(Value.double)
+        case .text: return .text(text)
+        case .date:
+            if text == "infinity" { return .int(PGTime.infiniteDate) }
+            if text == "-infinity" { return .int(PGTime.minusInfiniteDate) }
+            return CivilDate(iso: text).map { .int($0.pgDays) }
+        case .timestamptz:
+            if text == "infinity" { return .int(PGTime.infinity) }
+            if text == "-infinity" { return .int(PGTime.minusInfinity) }
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime]
+            guard let date = formatter.date(from: text.replacingOccurrences(of: " ", with: "T")) else { return nil }
+            return .int((Int64(date.timeIntervalSince1970) - PGTime.unixEpochOffsetSeconds) * 1_000_000)
+        case .numeric(let precision, let scale):
+            let negative = text.hasPrefix("-")
+            let digits = negative ? text.dropFirst() : Substring(text)
+            let parts = digits.split(separator: ".", omittingEmptySubsequences: false)
+            guard (1...2).contains(parts.count), !parts[0].isEmpty, parts.allSatisfy({ $0.allSatisfy(\.isASCII) && $0.allSatisfy(\.isNumber) }),
+                  parts.count == 1 || (!parts[1].isEmpty && parts[1].count <= scale),
+                  parts[0].count <= precision - scale else { return nil }
+            let fraction = parts.count == 2 ? String(parts[1]) : ""
+            guard let scaled = Int64(String(parts[0]) + fraction + String(repeating: "0", count: scale - fraction.count)) else { return nil }
+            return .int(negative ? -scaled : scaled)
+        }
+    }
+}
