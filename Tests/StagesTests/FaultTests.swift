@@ -12,6 +12,20 @@ final class FaultTests: XCTestCase {
 
     /// The Dost pipeline whose calls extract sleeps before its first row, so the
     /// COPY that `userprogram` scans stays open for `seconds`.
+    /// Terminates, from another session, the first active backend of `application`
+    /// whose query matches `queryLike`; `stop()` on the result says whether it happened.
+    static func terminateOnce(database: String, application: String, queryLike: String) -> BackgroundLoop {
+        let killer = BackgroundLoop(conninfo: admin)
+        killer.start { connection in
+            let result = try connection.query("""
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = $1 AND application_name = $2 AND state = 'active' AND query LIKE $3
+                """, [database, application, queryLike])
+            return result.rowCount > 0 ? .stop : .continue
+        }
+        return killer
+    }
+
     func temporaryFile(_ text: String, name: String = "pipeline.yaml") throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("faults-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -81,16 +95,8 @@ final class FaultTests: XCTestCase {
         try TestDatabase.connect(warehouse).execute(Self.slowFactTable(sleep: 0.5, createTable: true))
         let pipeline = try load(try Dost.yaml(), source: source, warehouse: warehouse)
 
-        let killer = BackgroundLoop(conninfo: Self.admin)
-        let database = try Self.databaseName(warehouse)
-        killer.start { connection in
-            let result = try connection.query("""
-                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                WHERE datname = $1 AND application_name = 'runner/dost_warehouse/userprogram_fact'
-                  AND state = 'active' AND query LIKE 'WITH merged%'
-                """, [database])
-            return result.rowCount > 0 ? .stop : .continue
-        }
+        let killer = Self.terminateOnce(database: try Self.databaseName(warehouse),
+                                        application: "runner/dost_warehouse/userprogram_fact", queryLike: "WITH merged%")
         let counts = RowCountPoller(conninfo: warehouse, table: "dw.userprogram_fact")
         counts.start()
         let report = try await Dost.run(pipeline)
@@ -132,16 +138,8 @@ final class FaultTests: XCTestCase {
                 inputs: [numbers]
                 config: {from: numbers, connection: warehouse, table: dw.numbers, key: id, columns: {id: bigint, label: text}}
             """, source: source, warehouse: warehouse)
-        let database = try Self.databaseName(warehouse)
-        let killer = BackgroundLoop(conninfo: Self.admin)
-        killer.start { connection in
-            let result = try connection.query("""
-                SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                WHERE datname = $1 AND application_name = 'runner/bulk/bulk_write'
-                  AND state = 'active' AND query LIKE 'COPY pipelinekit_staging%'
-                """, [database])
-            return result.rowCount > 0 ? .stop : .continue
-        }
+        let killer = Self.terminateOnce(database: try Self.databaseName(warehouse),
+                                        application: "runner/bulk/bulk_write", queryLike: "COPY pipelinekit_staging%")
         let counts = RowCountPoller(conninfo: warehouse, table: "dw.numbers")
         counts.start()
         let report = try await Dost.run(pipeline)

@@ -26,11 +26,15 @@ public struct ExecutionPlan: Sendable {
 
     /// Every stage downstream of `id`, transitively.
     public func downstream(of id: String) -> Set<String> {
+        Self.downstream(of: id, ids: order, inputs: inputs)
+    }
+
+    static func downstream(of id: String, ids: [String], inputs: [String: [String]]) -> Set<String> {
         var result: Set<String> = []
         var frontier = [id]
         while let next = frontier.popLast() {
-            for dependent in dependents(of: next) where result.insert(dependent).inserted {
-                frontier.append(dependent)
+            for candidate in ids where inputs[candidate, default: []].contains(next) && result.insert(candidate).inserted {
+                frontier.append(candidate)
             }
         }
         return result
@@ -78,7 +82,6 @@ public struct ExecutionPlan: Sendable {
     static func select(_ selectors: [String], ids: [String], inputs: [String: [String]]) throws -> Set<String> {
         guard !selectors.isEmpty else { return Set(ids) }
         var selected: Set<String> = []
-        let plan = (ids: ids, inputs: inputs)
         for selector in selectors {
             let withDownstream = selector.hasSuffix("+")
             let id = withDownstream ? String(selector.dropLast()) : selector
@@ -86,14 +89,7 @@ public struct ExecutionPlan: Sendable {
                 throw PlanError.unknownStage(id, suggestion: Suggestion.closest(to: id, in: ids))
             }
             selected.insert(id)
-            if withDownstream {
-                var frontier = [id]
-                while let next = frontier.popLast() {
-                    for candidate in plan.ids where plan.inputs[candidate, default: []].contains(next) {
-                        if selected.insert(candidate).inserted { frontier.append(candidate) }
-                    }
-                }
-            }
+            if withDownstream { selected.formUnion(downstream(of: id, ids: ids, inputs: inputs)) }
         }
         return selected
     }

@@ -17,9 +17,4 @@ public enum SQL {
         guard let dot = name.firstIndex(of: ".") else { return (nil, name) }
         return (String(name[..<dot]), String(name[name.index(after: dot)...]))
     }
-
-    /// A string literal, for the rare statements that take no parameters (DDL comments).
-    public static func literal(_ value: String) -> String {
-        "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
-    }
 }

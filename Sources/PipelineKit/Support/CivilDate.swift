@@ -69,15 +69,7 @@ public struct CivilDate: Sendable, Hashable, Comparable, CustomStringConvertible
     public var firstOfMonth: CivilDate { CivilDate(year: year, month: month, day: 1) }
 
     public var description: String {
-        var text = ""
-        text.reserveCapacity(10)
-        if year < 0 { text += "-" }
-        Padded.append(abs(year), width: 4, to: &text)
-        text += "-"
-        Padded.append(month, width: 2, to: &text)
-        text += "-"
-        Padded.append(day, width: 2, to: &text)
-        return text
+        PGText.string { PGText.appendDate(self, to: &$0) }
     }
 
     public static func < (a: CivilDate, b: CivilDate) -> Bool { a.pgDays < b.pgDays }
@@ -94,15 +86,5 @@ public enum DurationText {
         }
         guard let value = Double(trimmed), value >= 0, value.isFinite else { return nil }
         return value
-    }
-}
-
-/// Zero-padded decimal formatting without Foundation's format strings, which
-/// are slow enough to show up when writing hundreds of thousands of dates.
-enum Padded {
-    static func append(_ value: Int, width: Int, to text: inout String) {
-        let digits = String(value)
-        if digits.count < width { text += String(repeating: "0", count: width - digits.count) }
-        text += digits
     }
 }

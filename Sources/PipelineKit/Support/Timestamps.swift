@@ -12,25 +12,7 @@ public enum PGTime {
 
     /// ISO text in UTC, as COPY text format accepts it (`2020-01-31 18:30:00.000001+00`).
     public static func format(micros: Int64) -> String {
-        if micros == infinity { return "infinity" }
-        if micros == minusInfinity { return "-infinity" }
-        let day = floorDiv(micros, microsPerDay)
-        let rest = micros - day * microsPerDay
-        let date = CivilDate(pgDays: day)
-        let seconds = rest / 1_000_000
-        let fraction = rest % 1_000_000
-        var text = date.description
-        text += " "
-        Padded.append(Int(seconds / 3600), width: 2, to: &text)
-        text += ":"
-        Padded.append(Int((seconds / 60) % 60), width: 2, to: &text)
-        text += ":"
-        Padded.append(Int(seconds % 60), width: 2, to: &text)
-        if fraction != 0 {
-            text += "."
-            Padded.append(Int(fraction), width: 6, to: &text)
-        }
-        return text + "+00"
+        PGText.string { PGText.appendTimestamp(micros, to: &$0) }
     }
 
     public static func date(micros: Int64) -> Date {
