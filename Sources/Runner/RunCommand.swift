@@ -18,7 +18,7 @@ extension Runner {
         @Option(help: "Stages run at once (default: the number of cores).")
         var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
-        @Flag(help: "Rebuild every table, deleting keys no longer produced.")
+        @Flag(help: "Rebuild every table from all source rows instead of refreshing incrementally (also allows an --as-of before the last run's).")
         var fullRefresh = false
 
         @Flag(help: "Wait for a concurrent run of the same pipeline instead of exiting with code 3.")
@@ -62,6 +62,9 @@ extension Runner {
             } catch let error as RunLockHeld {
                 printError("error: \(error)")
                 throw ExitCode(ExitCode32.locked)
+            } catch let error as RefreshRefused {
+                printError("\(pipeline.path): \(error)")
+                throw ExitCode(ExitCode32.invalid)
             } catch {
                 printError("error: \(error)")
                 throw ExitCode(ExitCode32.failed)

@@ -4,7 +4,7 @@ import PipelineKit
 /// Writes an input into a keyed warehouse table, idempotently, in one transaction.
 public struct FactUpsert: Stage {
     public static let type = "factUpsert"
-    public static let summary = "Writes an input to a keyed warehouse table: creates it when missing, COPYs into a temp table, merges touching only changed rows, deletes keys no longer produced; one transaction."
+    public static let summary = "Writes an input to a keyed warehouse table: creates it when missing, COPYs into a temp table, merges touching only changed rows, deletes keys no longer produced (an incremental input: only within its changed groups); one transaction."
     public static let produces = OutputKind.table
     public static let configKeys: [ConfigKey] = [
         .required("from", .identifier, "the input to write"),
@@ -34,7 +34,9 @@ public struct FactUpsert: Stage {
             }
         }
         var rows = 0
-        _ = try target.write(columns: fields, context: context, deleteMissing: true) { emit in
+        // An incremental input replaces only its groups; a complete one replaces the table.
+        let scope = (input as? PartialRelation)?.scope
+        _ = try target.write(columns: fields, context: context, deleteMissing: true, scope: scope) { emit in
             try input.scan(context.scan) { batch in
                 rows += batch.count
                 try emit(batch)
@@ -43,6 +45,8 @@ public struct FactUpsert: Stage {
         context.metrics.produced(rows: rows)
         return .table(name: target.table, relation: target.read(columns: fields))
     }
+
+    public var tablesWritten: [String] { [target.table] }
 
     public func restore(_ context: StageContext) throws -> StageOutput? {
         .table(name: target.table, relation: target.read(columns: fields))

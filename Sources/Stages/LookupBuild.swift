@@ -52,8 +52,10 @@ public struct LookupBuild: Stage {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let rows = try context.relation(from).materialize(context.scan)
-        let lookup = try makeLookup(rows, context: context)
+        let input = try context.completeRelation(from)
+        let rows = try input.materialize(context.scan)
+        var lookup = try makeLookup(rows, context: context)
+        lookup.changedKeys = try changedKeys(of: input, context: context)
         if let persist {
             // Rows without a value for the table's key cannot be stored; they are counted instead.
             let keyPositions = try persist.key.map { try rows.require($0, in: "input '\(from)'") }
@@ -71,6 +73,8 @@ public struct LookupBuild: Stage {
         return .lookup(lookup)
     }
 
+    public var tablesWritten: [String] { persist.map { [$0.table] } ?? [] }
+
     public func restore(_ context: StageContext) throws -> StageOutput? {
         guard let persist, case .relation(let input)? = context.inputs[from] ?? nil else { return nil }
         var rows = try persist.read(columns: input.schema).materialize(context.scan)
@@ -83,6 +87,24 @@ public struct LookupBuild: Stage {
             rows = filtered
         }
         return .lookup(try makeLookup(rows, context: context))
+    }
+
+    /// In an incremental run, the keys of the input's new rows, so consumers
+    /// recompute only what uses them; nil when the input cannot tell.
+    private func changedKeys(of input: any Relation, context: StageContext) throws -> Set<[Value]>? {
+        guard context.isIncremental, let tracked = input as? any ChangeTrackedRelation, let changes = tracked.changes else {
+            return nil
+        }
+        var keys: Set<[Value]> = []
+        try changes.scan(context.scan) { batch in
+            let positions = try key.map { try batch.require($0, in: "changes of input '\(from)'") }
+            for row in 0..<batch.count {
+                if let normalised = normalization.apply(positions.map { batch.columns[$0].value(at: row) }) {
+                    keys.insert(normalised)
+                }
+            }
+        }
+        return keys
     }
 
     private func makeLookup(_ rows: Batch, context: StageContext) throws -> Lookup {

@@ -119,7 +119,7 @@ public struct MetricRollup: Stage {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let output = try rollup(try context.relation(from).materialize(context.scan))
+        let output = try rollup(try context.completeRelation(from).materialize(context.scan))
         _ = try target.write(columns: output.schema, context: context, deleteMissing: true) { try $0(output) }
         context.metrics.produced(rows: output.count)
         return .table(name: target.table, relation: target.read(columns: output.schema))
@@ -223,4 +223,6 @@ public struct MetricRollup: Stage {
     }
 
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }
+
+    public var tablesWritten: [String] { [target.table] }
 }

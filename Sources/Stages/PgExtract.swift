@@ -8,7 +8,7 @@ import PipelineKit
 /// The stage itself only checks the declared columns against the source; the
 /// rows flow when a downstream stage scans the output, while the COPY is
 /// still running, so a large table is never held in memory whole.
-public struct PgExtract: Stage {
+public struct PgExtract: WatermarkSource {
     public static let type = "pgExtract"
     public static let summary = "Streams a table (chosen columns, optional predicate) or a query with COPY binary into typed batches; the source session is read-only."
     public static let produces = OutputKind.relation
@@ -19,6 +19,10 @@ public struct PgExtract: Stage {
         .required("columns", .dictionary(.string), "the columns to read, name: type (\(DataType.declarableNames)); checked against the source"),
         .optional("where", .string, "SQL predicate applied to the table"),
         .optional("batch_rows", .integer(min: 1), "rows per batch handed downstream (default 16384)"),
+        .optional("incremental", .object([
+            .required("tracking_key", .identifier, "an integer column that grows with every new row, e.g. a bigserial id (need not be among 'columns')"),
+            .optional("lookback", .integer(min: 0), "keys below the last watermark re-checked for rows whose transaction committed late (default 100000)"),
+        ]), "follow new rows by key: incremental runs read only rows the last run did not see (needs 'table')"),
     ]
 
     let connection: String
@@ -27,6 +31,7 @@ public struct PgExtract: Stage {
     let predicate: String?
     let fields: [Field]
     let batchRows: Int
+    let tracking: (key: String, lookback: Int64)?
 
     public init(config: ConfigNode, build: StageBuild) throws {
         connection = try build.connection(config["connection"])
@@ -43,6 +48,15 @@ public struct PgExtract: Stage {
             throw StageBuild.Invalid()
         }
         fields = try build.fields(config["columns"])
+        if let incremental = config["incremental"] {
+            if table == nil {
+                build.error(at: incremental, "incremental tracking needs 'table': it reads the table's rows by key and transaction id; for a query, track the table in its own extract")
+                throw StageBuild.Invalid()
+            }
+            tracking = (incremental["tracking_key"]!.string!, Int64(incremental["lookback"]?.int ?? 100_000))
+        } else {
+            tracking = nil
+        }
     }
 
     /// The SELECT whose result is copied: only the declared columns, quoted.
@@ -75,7 +89,70 @@ public struct PgExtract: Stage {
                 columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) }))
         }
         context.metrics.used(dataset)
-        return .relation(CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows))
+        let all = CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows)
+        guard let refresh = context.refresh else { return .relation(all) }
+        // The run could not read this tracked extract's watermark when it
+        // started: reading it again reports why, as this stage's failure, with
+        // retries. (An untracked extract's rows are met by the stage scanning them.)
+        if tracking != nil && refresh.current[context.stageID] == nil { _ = try currentWatermark(context) }
+        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, id: context.stageID)))
+    }
+
+    /// The rows the last committed run did not take into account; nil on a full refresh.
+    private func changes(since previous: RefreshState?, id: String) throws -> (any Relation)? {
+        guard let previous else { return nil }
+        guard let tracking else {
+            // Untracked extracts are compared whole before the run: reaching here means unchanged.
+            return EmptyRelation(schema: fields)
+        }
+        guard case let .tracked(_, high, snapshot)? = previous.watermarks[id] else {
+            throw StageFailure.config("no watermark for this extract in the last run's state; run with --full-refresh")
+        }
+        guard let high else { return CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows) }
+        guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
+            throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
+        }
+        let key = SQL.ident(tracking.key)
+        // A row below the watermark may have been invisible to the last run
+        // because its transaction was still open: its creating transaction
+        // (xmin) is then not visible in the snapshot the last run read in.
+        // xmin is 32 bits; it is widened against the current snapshot's xmax.
+        let current = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
+        let widened = "(\(current) - ((\(current) - xmin::text::bigint) & 4294967295))"
+        let late = "xmin::text::bigint >= 3 AND NOT pg_visible_in_snapshot(\(widened)::text::xid8, '\(snapshot)'::pg_snapshot)"
+        let condition = "\(key) > \(high) OR (\(key) > \(high - tracking.lookback) AND \(late))"
+        let columns = fields.map { SQL.ident($0.name) }.joined(separator: ", ")
+        let sql = "SELECT \(columns) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")
+        return CopyRelation(connection: connection, sql: sql, schema: fields, batchRows: batchRows)
+    }
+
+    public var isTracked: Bool { tracking != nil }
+
+    /// A tracked extract: the highest key and the snapshot it was read in.
+    /// An untracked one: a SHA-256 of its rows (meant for small reference data).
+    public func currentWatermark(_ context: StageContext) throws -> Watermark {
+        try context.connections.with(connection) { connection in
+            try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            defer { _ = try? connection.execute("ROLLBACK") }
+            if let tracking {
+                let result = try connection.query("""
+                    SELECT max(\(SQL.ident(tracking.key)))::text, pg_current_snapshot()::text FROM \(SQL.qualified(table!))
+                    """ + (predicate.map { " WHERE \($0)" } ?? ""))
+                guard let snapshot = result.string(0, 1) else { throw StageFailure.config("no snapshot from the source") }
+                let high = try result.string(0, 0).map { text -> Int64 in
+                    guard let value = Int64(text) else {
+                        throw StageFailure.config("tracking_key '\(tracking.key)' must be an integer column (its maximum is '\(text)')")
+                    }
+                    return value
+                }
+                return .tracked(key: tracking.key, high: high, snapshot: snapshot)
+            }
+            let digest = try connection.query("""
+                SELECT encode(sha256(convert_to(coalesce(string_agg(q::text, E'\\n' ORDER BY q::text), ''), 'UTF8')), 'hex')
+                FROM (\(selectSQL)) AS q
+                """).string(0, 0) ?? ""
+            return .content(sha256: digest)
+        }
     }
 
     /// An extract is a view of its source: restoring it is running it.
@@ -91,12 +168,29 @@ public struct PgExtract: Stage {
     }
 }
 
+/// An extract in a pipeline with tracked extracts: all rows, and in an
+/// incremental run the rows new since the last one.
+struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable {
+    let all: CopyRelation
+    let changes: (any Relation)?
+
+    var schema: [Field] { all.schema }
+    func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try all.scan(context, body) }
+    func restricted(to scope: KeyScope) -> any Relation { all.restricted(to: scope) }
+}
+
 /// Rows of a SELECT, streamed by COPY each time it is scanned.
-struct CopyRelation: Relation {
+struct CopyRelation: KeyRestrictable {
     let connection: String
     let sql: String
     let schema: [Field]
     let batchRows: Int
+
+    /// The same rows for some groups only, selected by the server (an index on the key columns makes it cheap).
+    func restricted(to scope: KeyScope) -> any Relation {
+        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(scope.sqlPredicate(qualifier: "whole"))",
+                     schema: schema, batchRows: batchRows)
+    }
 
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
         let (sql, schema, batchRows, connection) = (self.sql, self.schema, self.batchRows, self.connection)

@@ -239,10 +239,29 @@ public struct WindowAggregate: Stage {
         var lookups: [String: Lookup] = [:]
         for attribute in attributes { if case .lookup(let input, _, _, _) = attribute.source { lookups[input] = try context.lookup(input) } }
         for measure in measures { if case .countLookup(let input, _, _) = measure.kind { lookups[input] = try context.lookup(input) } }
-        let anchorRows = try context.relation(anchorFrom).materialize(context.scan)
+        let anchor = try context.completeRelation(anchorFrom)
+        let anchorRows = try anchor.materialize(context.scan)
         let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups)
         var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
-        try groups.aggregate(events: try context.relation(eventsFrom), context: context)
+        let events = try context.completeRelation(eventsFrom)
+        if let previous = context.refresh?.previous,
+           let changed = try ChangedGroups.find(stage: self, groups: groups, lookups: lookups, anchor: anchor, events: events,
+                                                previousAsOf: previous.asOf, context: context) {
+            // Only the changed groups: their events are read again in full, by key, from the source.
+            let scope = changed.scope(columns: groupBy)
+            let only = Set(changed.keys.compactMap { groups.index[$0] })
+            context.logger.info("recomputing changed groups", metadata: [
+                "groups": .stringConvertible(scope.count),
+                "causes": .string(changed.causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
+            if !only.isEmpty {
+                let restricted = (events as? any KeyRestrictable)?.restricted(to: scope) ?? events
+                try groups.aggregate(events: restricted, context: context, only: only)
+            }
+            let output = try groups.output(schema: schema, only: only)
+            context.metrics.produced(rows: output.count)
+            return .relation(PartialRelation(rows: MaterializedRelation(output), scope: scope))
+        }
+        try groups.aggregate(events: events, context: context)
         let output = try groups.output(schema: schema)
         context.metrics.produced(rows: output.count)
         return .relation(MaterializedRelation(output))

@@ -168,7 +168,8 @@ struct GroupTable {
     /// The loop reads plain arrays only: measure kinds, filters and window
     /// ends are flattened up front so that no enum payloads or strings are
     /// copied per row.
-    mutating func aggregate(events: any Relation, context: StageContext) throws {
+    /// With `only`, events of other groups are skipped (an incremental run).
+    mutating func aggregate(events: any Relation, context: StageContext, only: Set<Int32>? = nil) throws {
         let what = "events input '\(stage.eventsFrom)'"
         var mapper = LocalDayMapper(zone: stage.timezone)
         var nullKeys = 0, nullTimes = 0, withoutGroup = 0, beforeStart = 0, afterWindows = 0
@@ -187,7 +188,7 @@ struct GroupTable {
             }
             spans[group * stride + 1 + windows] = latest
         }
-        let lookupIndex = GroupIndex(index)
+        let lookupIndex = GroupIndex(only.map { only in index.filter { only.contains($0.value) } } ?? index)
         var groupOf: [Int32] = [], dayOf: [Int64] = []
         var dense = DenseIndexer()
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
@@ -287,12 +288,13 @@ struct GroupTable {
         context.metrics.exclude("event_after_windows", count: afterWindows)
     }
 
-    func output(schema: [Field]) throws -> Batch {
-        var batch = Batch(schema: schema, capacity: groupCount)
+    /// One row per group, or per group in `only`, in key order.
+    func output(schema: [Field], only: Set<Int32>? = nil) throws -> Batch {
+        var batch = Batch(schema: schema, capacity: only?.count ?? groupCount)
         let keyPositions = stage.groupBy.map { anchor.index(of: $0)! }
         let asOfDay = stage.asOf.pgDays
         let distinctMeasures = stage.measures.indices.filter { if case .countDistinct = stage.measures[$0].kind { true } else { false } }
-        for group in 0..<groupCount {
+        for group in 0..<groupCount where only?.contains(Int32(group)) ?? true {
             var row: [Value] = keyPositions.map { anchor.columns[$0].value(at: anchorRow[group]) }
             let attributes = stage.attributes.count, dates = stage.dates.count
             row += attributeValues[(group * attributes)..<((group + 1) * attributes)]

@@ -39,7 +39,8 @@ final class DostWarehouseTests: XCTestCase {
         XCTAssertEqual(first.status, .succeeded, first.summaryTable)
         XCTAssertGreaterThan(first.stage("userprogram_fact")?.written?.inserted ?? 0, 0)
 
-        let second = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-06-15"))
+        // A full refresh recomputes every row; none differs, so none is written.
+        let second = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-06-15"), fullRefresh: true)
         for id in ["partnerorg", "programlist", "userprogram_fact", "engagement_metric"] {
             let written = try XCTUnwrap(second.stage(id)?.written, id)
             XCTAssertEqual(written.changed, 0, "\(id) changed on an identical rerun: \(written)")

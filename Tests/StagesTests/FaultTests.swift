@@ -65,7 +65,8 @@ final class FaultTests: XCTestCase {
                 month1date date, month3date date, month5date date, programenddate date, partnerorg_id bigint,
                 month1_completed_lessons integer, month1_completed_minutes numeric(12,2),
                 month3_completed_lessons integer, month3_completed_minutes numeric(12,2),
-                eop_completed_lessons integer, eop_completed_minutes numeric(12,2),
+                eop_completed_lessons integer, eop_completed_minutes numeric(12,2), start_date date,
+                month1_scheduled integer, month3_scheduled integer, eop_scheduled integer,
                 _run_id uuid NOT NULL, _updated_at timestamptz NOT NULL, PRIMARY KEY (user_id, program_id));
 
             """ : "") + """

@@ -8,6 +8,10 @@ public struct Lookup: Sendable {
     private let index: [[Value]: [Int]]
     /// Returned for keys that match nothing, when declared.
     public let defaultRow: [Value]?
+    /// In an incremental run, the normalised keys whose rows are new since
+    /// the last run; nil when unknown (a full refresh, or an input whose
+    /// changes cannot be told), which consumers must treat as "anything changed".
+    public var changedKeys: Set<[Value]>? = nil
 
     public init(rows: Batch, keyColumns: [String], normalization: KeyNormalization,
                 index: [[Value]: [Int]], defaultRow: [Value]?) {
@@ -19,6 +23,13 @@ public struct Lookup: Sendable {
     }
 
     public var schema: [Field] { rows.schema }
+
+    /// Whether rows for this raw key may have changed since the last run.
+    public func mayHaveChanged(forRaw key: [Value]) -> Bool {
+        guard let changedKeys else { return true }
+        guard let normalised = normalization.apply(key) else { return false }
+        return changedKeys.contains(normalised)
+    }
 
     /// Row positions matching a raw (not yet normalised) key.
     public func positions(forRaw key: [Value]) -> [Int] {

@@ -64,10 +64,26 @@ public final class PipelineExecutor: Sendable {
     }
 
     public func run() async throws -> RunReport {
-        let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: Date())
+        let startedAt = Date()
         let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
+        // Decided under the lock, so no concurrent run moves the state in between.
+        let (pipeline, plan, options, runID, cancellation) = (self.pipeline, self.plan, self.options, self.runID, self.cancellation)
+        let refresh: RefreshPlan?
+        do {
+            refresh = try await onOwnThread {
+                try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, runID: runID, cancellation: cancellation)
+            }
+        } catch where cancellation.isCancelled {
+            let stages = plan.order.filter(needed.contains).compactMap(pipeline.stage).map {
+                skippedReport($0, status: .aborted, reason: "run aborted before the stage started")
+            }
+            return RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description, status: .aborted,
+                             startedAt: startedAt, seconds: Date().timeIntervalSince(startedAt), stages: stages)
+        }
+        if let refresh { options.logger.info("\(refresh.summary)") }
+        let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
         let reports = await schedule(info)
         let stages = plan.order.compactMap { reports[$0] }
@@ -75,7 +91,8 @@ public final class PipelineExecutor: Sendable {
             : stages.contains { $0.status == .failed || $0.status == .skipped } ? .failed : .succeeded
         let report = RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description,
                                status: status, startedAt: info.startedAt,
-                               seconds: Date().timeIntervalSince(info.startedAt), stages: stages)
+                               seconds: Date().timeIntervalSince(info.startedAt), stages: stages,
+                               refresh: refresh?.summary)
         observers.forEach { $0.runFinished(info, report: report) }
         return report
     }
@@ -163,7 +180,8 @@ public final class PipelineExecutor: Sendable {
                 inputs: inputs,
                 connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
                                                 definitions: pipeline.connections, cancellation: cancellation),
-                cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse)
+                cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse,
+                refresh: info.refresh)
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
             logger.info(restore ? "restoring persisted output" : "stage started", metadata: ["attempt": .stringConvertible(attempt)])
             do {

@@ -24,10 +24,13 @@ public struct RunInfo: Sendable {
     public let runID: UUID
     public let pipeline: PipelineDefinition
     public let startedAt: Date
+    /// Full or incremental, with the watermarks; nil when nothing is tracked.
+    public let refresh: RefreshPlan?
 
-    public init(runID: UUID, pipeline: PipelineDefinition, startedAt: Date) {
+    public init(runID: UUID, pipeline: PipelineDefinition, startedAt: Date, refresh: RefreshPlan? = nil) {
         self.runID = runID
         self.pipeline = pipeline
         self.startedAt = startedAt
+        self.refresh = refresh
     }
 }

@@ -33,6 +33,20 @@ public struct RunReport: Sendable, Codable {
     public var startedAt: Date
     public var seconds: Double
     public var stages: [StageReport]
+    /// "full refresh: REASON" or "incremental since run ..."; nil when nothing is tracked.
+    public var refresh: String?
+
+    public init(runID: UUID, pipeline: String, asOf: String, status: Status, startedAt: Date, seconds: Double,
+                stages: [StageReport], refresh: String? = nil) {
+        self.runID = runID
+        self.pipeline = pipeline
+        self.asOf = asOf
+        self.status = status
+        self.startedAt = startedAt
+        self.seconds = seconds
+        self.stages = stages
+        self.refresh = refresh
+    }
 
     public func stage(_ id: String) -> StageReport? { stages.first { $0.id == id } }
 
@@ -52,6 +66,7 @@ public struct RunReport: Sendable, Codable {
         for stage in stages {
             if let error = stage.error { lines.append("\(stage.id): \(stage.status.rawValue): \(error)") }
         }
+        if let refresh { lines.append(refresh) }
         lines.append(String(format: "run %@ %@ in %.2fs (as_of %@)", runID.uuidString.lowercased(), status.rawValue, seconds, asOf))
         return lines.joined(separator: "\n")
     }

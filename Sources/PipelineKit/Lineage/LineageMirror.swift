@@ -11,6 +11,8 @@ public enum LineageMirror {
             started_at timestamptz NOT NULL, finished_at timestamptz, as_of date NOT NULL,
             pipeline_sha256 text NOT NULL, variables jsonb NOT NULL, stage_configs jsonb NOT NULL,
             runner_version text NOT NULL, rows_written bigint, error text, log_path text, last_log_hash text);
+        -- Full or incremental, why, and the watermarks before and after (added after the first release).
+        ALTER TABLE lineage.runs ADD COLUMN IF NOT EXISTS refresh jsonb;
         CREATE TABLE IF NOT EXISTS lineage.stage_runs (
             run_id uuid NOT NULL REFERENCES lineage.runs, stage_id text NOT NULL, stage_type text NOT NULL,
             status text NOT NULL, attempts int NOT NULL, rows_in bigint NOT NULL, rows_out bigint NOT NULL,

@@ -42,7 +42,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     }
 
     static func runFacets(_ run: RunInfo) -> [String: JSON] {
-        [
+        var facets: [String: JSON] = [
             "pipelinekit_run": OpenLineage.facet("PipelineRunFacet", [
                 "pipelineFileSHA256": .string(run.pipeline.fileSHA256),
                 "pipelineFile": .string(run.pipeline.file),
@@ -52,6 +52,13 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                 "stageConfigSHA256": .object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })),
             ]),
         ]
+        if let refresh = run.refresh { facets["pipelinekit_refresh"] = OpenLineage.facet("RefreshRunFacet", Self.fields(refresh.json)) }
+        return facets
+    }
+
+    private static func fields(_ json: JSON) -> [String: JSON] {
+        if case .object(let fields) = json { return fields }
+        return [:]
     }
 
     public func runStarted(_ run: RunInfo) {
@@ -63,13 +70,14 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
             try LineageMirror.ensureSchema(connection)
             let variables = try JSON.object(run.pipeline.variables.mapValues { .string($0.text) }).line()
             let configs = try JSON.object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })).line()
+            let refresh = try run.refresh.map { try $0.json.line() }
             try connection.query("""
                 INSERT INTO lineage.runs (run_id, pipeline, status, started_at, as_of, pipeline_sha256, variables,
-                                          stage_configs, runner_version, log_path)
-                VALUES ($1, $2, 'running', $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)
+                                          stage_configs, runner_version, log_path, refresh)
+                VALUES ($1, $2, 'running', $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10::jsonb)
                 """, [run.runID.uuidString.lowercased(), run.pipeline.name, OpenLineage.timestamp(run.startedAt),
                       run.pipeline.asOf.description, run.pipeline.fileSHA256, variables, configs,
-                      PipelineKitInfo.version, log?.path])
+                      PipelineKitInfo.version, log?.path, refresh])
             lock.withLock { mirror = connection }
         } catch {
             logger.error("could not record the run in the lineage mirror", metadata: ["error": .string("\(error)")])

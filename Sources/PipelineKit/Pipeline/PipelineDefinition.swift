@@ -67,6 +67,9 @@ public struct StageDefinition: Sendable {
     public var implementation: any Stage
     /// SHA-256 of the stage's resolved configuration, for lineage and change detection.
     public var configFingerprint: String
+    /// SHA-256 of its type, inputs and configuration with `as_of` unresolved:
+    /// what incremental refresh compares between runs.
+    public var refreshFingerprint: String
     public var line: Int
     public var column: Int
 }

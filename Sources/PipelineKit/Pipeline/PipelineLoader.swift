@@ -276,6 +276,7 @@ public struct PipelineLoader: Sendable {
                 retry: defaultRetry.overridden(by: item["retry"], sink: sink),
                 implementation: implementation,
                 configFingerprint: SHA256.hash(data: Data(fingerprintSource.utf8)).map { String(format: "%02x", $0) }.joined(),
+                refreshFingerprint: refreshFingerprint(type: typeName, inputs: inputs, config: item["config"], variables: variables),
                 line: item.line, column: item.column))
         }
         if let cycle = ExecutionPlan.findCycle(ids: items.compactMap { $0["id"]?.string },
@@ -286,6 +287,29 @@ public struct PipelineLoader: Sendable {
             sink.error(at: first, "the stages form a cycle: \((cycle + [cycle[0]]).joined(separator: " → ")); remove one of these inputs")
         }
         return result
+    }
+
+    /// A stage's fingerprint for incremental refresh: its type, inputs and
+    /// configuration resolved with every variable except `as_of`, which moves
+    /// on every run without changing what the stage computes.
+    private func refreshFingerprint(type: String, inputs: [String], config: ConfigNode?,
+                                    variables: [String: VariableValue]) -> String {
+        func walk(_ node: Node) -> Node {
+            switch node {
+            case .scalar(let scalar):
+                let (text, _, _) = Interpolation.substitute(scalar.string) { $0 == "as_of" ? "${as_of}" : variables[$0]?.text }
+                return .scalar(.init(text, scalar.tag, scalar.style))
+            case .mapping(let mapping):
+                return .mapping(.init(mapping.map { (walk($0.key), walk($0.value)) }, mapping.tag, mapping.style))
+            case .sequence(let sequence):
+                return .sequence(.init(sequence.map(walk), sequence.tag, sequence.style))
+            default:
+                return node
+            }
+        }
+        let resolved = config.map { (try? Yams.serialize(node: walk($0.node))) ?? "" } ?? ""
+        let source = "type: \(type)\ninputs: \(inputs.joined(separator: ","))\n\(resolved)"
+        return SHA256.hash(data: Data(source.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// Replaces `${name}` in every scalar of a stage config with pipeline variables.

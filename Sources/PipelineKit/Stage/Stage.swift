@@ -47,10 +47,16 @@ public protocol Stage: Sendable {
     /// The output as already persisted by an earlier run, for `--select`
     /// runs that skip this stage; nil when it cannot be had without running.
     func restore(_ context: StageContext) throws -> StageOutput?
+
+    /// The warehouse tables the stage writes. A writing stage commits the
+    /// run's refresh state with its rows, and an incremental run needs the
+    /// state of every writing stage.
+    var tablesWritten: [String] { get }
 }
 
 extension Stage {
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }
+    public var tablesWritten: [String] { [] }
 }
 
 /// The kinds of output stages exchange.

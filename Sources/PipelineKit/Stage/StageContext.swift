@@ -18,12 +18,32 @@ public struct StageContext: Sendable {
     public let metrics: StageMetrics
     /// The connection holding the lineage mirror, if the pipeline declares one.
     public var warehouseConnection: String? = nil
+    /// Full or incremental, and the watermarks this run reads up to; nil
+    /// when the pipeline tracks no extract.
+    public var refresh: RefreshPlan? = nil
 
-    /// Records a table write in the lineage mirror; call it inside the
-    /// transaction that writes the data, so that both commit or neither does.
+    /// Records a table write in the lineage mirror, and the run's refresh
+    /// state; call it inside the transaction that writes the data, so that
+    /// all of them commit or none does.
     public func recordWrite(connectionName: String, _ connection: PGConnection, table: String, counts: WriteCounts) throws {
         guard connectionName == warehouseConnection else { return }
         try LineageMirror.recordWrite(connection, runID: runID, stageID: stageID, table: table, counts: counts)
+        if let refresh {
+            try RefreshStateStore.save(connection, pipeline: pipelineName, stageID: stageID, state: refresh.state(runID: runID))
+        }
+    }
+
+    /// Whether the rows of this run are only those changed since the last one.
+    public var isIncremental: Bool { refresh?.isIncremental ?? false }
+
+    /// An input that must hold all its rows: an incremental result (the
+    /// changed groups only) is refused with a message saying what to read instead.
+    public func completeRelation(_ id: String) throws -> any Relation {
+        let relation = try self.relation(id)
+        if relation is PartialRelation {
+            throw StageFailure.config("input '\(id)' holds only the groups changed since the last run (incremental refresh), not all rows; read the table its factUpsert writes instead (e.g. from: <that factUpsert stage>)")
+        }
+        return relation
     }
 
     public var scan: ScanContext { ScanContext(connections: connections, cancellation: cancellation, metrics: metrics) }

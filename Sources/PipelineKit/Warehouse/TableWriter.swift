@@ -22,13 +22,21 @@ public struct TableWriter: Sendable {
 
     /// Writes `batches` and returns what changed. `inTransaction` runs inside
     /// the same transaction before COMMIT (e.g. to record lineage).
-    public func write(_ connection: PGConnection, runID: UUID, deleteMissing: Bool,
+    ///
+    /// With a `scope` (an incremental result), only keys inside the scope are
+    /// replaced: those in scope that `batches` no longer produce are deleted,
+    /// rows outside it are left alone.
+    public func write(_ connection: PGConnection, runID: UUID, deleteMissing: Bool, scope: KeyScope? = nil,
                       batches: ((Batch) throws -> Void) throws -> Void,
                       inTransaction: (PGConnection, WriteCounts) throws -> Void = { _, _ in }) throws -> WriteCounts {
+        if let scope, let stray = scope.columns.first(where: { name in !columns.contains { $0.name == name } }) {
+            throw StageFailure.config("the changed groups are keyed by '\(stray)', which \(table) does not have; write the group columns (\(scope.columns.joined(separator: ", "))) to the table")
+        }
         try ensureTable(connection)
         try connection.execute("BEGIN")
         do {
-            let counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing, batches: batches)
+            var counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
+            if let scope, deleteMissing { counts.deleted = try deleteUnproduced(in: scope, connection) }
             try inTransaction(connection, counts)
             try connection.execute("COMMIT")
             return counts
@@ -113,6 +121,31 @@ public struct TableWriter: Sendable {
         }
         counts.unchanged = staged - counts.inserted - counts.updated
         return counts
+    }
+
+    /// Deletes the rows of groups in `scope` whose keys were not staged.
+    private func deleteUnproduced(in scope: KeyScope, _ connection: PGConnection) throws -> Int {
+        guard scope.count > 0 else { return 0 }
+        let scopeTable = "pipelinekit_scope"
+        let scopeColumns = scope.columns.map(SQL.ident).joined(separator: ", ")
+        try connection.execute("CREATE TEMP TABLE \(scopeTable) ON COMMIT DROP AS SELECT \(scopeColumns) FROM \(quotedTable) WITH NO DATA")
+        try connection.copyIn("COPY \(scopeTable) (\(scopeColumns)) FROM STDIN") { writer in
+            var text = ""
+            for index in 0..<scope.count {
+                text += scope.second.isEmpty ? "\(scope.first[index])\n" : "\(scope.first[index])\t\(scope.second[index])\n"
+                if text.utf8.count >= 1 << 16 {
+                    try writer.write(text)
+                    text = ""
+                }
+            }
+            try writer.write(text)
+        }
+        let inScope = scope.columns.map { "c.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
+        let staged = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
+        return try connection.query("""
+            DELETE FROM \(quotedTable) AS t USING \(scopeTable) AS c
+            WHERE \(inScope) AND NOT EXISTS (SELECT 1 FROM pipelinekit_staging s WHERE \(staged))
+            """).affectedRows
     }
 
     /// Creates the schema and table when missing; checks an existing table's

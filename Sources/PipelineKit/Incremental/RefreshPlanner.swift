@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+
+/// Decides at the start of a run whether it can be incremental: it reads
+/// every extract's watermark and the state the writing stages committed last,
+/// and falls back to a full refresh, saying why, whenever results could
+/// otherwise differ from a rebuild's.
+enum RefreshPlanner {
+    /// nil when the pipeline tracks no extract (every run is a full refresh).
+    static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions, runID: UUID,
+                     cancellation: Cancellation) throws -> RefreshPlan? {
+        let sources = pipeline.stages.compactMap { stage in
+            (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) }
+        }
+        guard sources.contains(where: { $0.source.isTracked }) else { return nil }
+        guard let warehouse = pipeline.warehouse, let definition = pipeline.connections[warehouse] else {
+            options.logger.warning("tracked extracts keep their watermarks in the warehouse, and the pipeline names none (defaults.warehouse): every run is a full refresh")
+            return nil
+        }
+        var current: [String: Watermark] = [:]
+        var unreadable: [String] = []
+        for (id, source) in sources {
+            let context = StageContext(
+                pipelineName: pipeline.name, runID: runID, stageID: id, attempt: 1, logger: options.logger,
+                variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh, inputs: [:],
+                connections: ConnectionProvider(pipelineName: pipeline.name, stageID: id,
+                                                definitions: pipeline.connections, cancellation: cancellation),
+                cancellation: cancellation, metrics: StageMetrics())
+            do {
+                current[id] = try source.currentWatermark(context)
+            } catch {
+                if cancellation.isCancelled { throw error }
+                // The stage meets the same error when it runs and reports it
+                // there, with its retries; this run just cannot be incremental,
+                // and without this watermark the next one cannot either.
+                options.logger.warning("cannot read the watermark of an extract", metadata: ["stage": .string(id), "error": .string("\(error)")])
+                unreadable.append(id)
+            }
+        }
+        let states: [String: RefreshState]
+        do {
+            let connection = try PGConnection(definition.info, applicationName: String("runner/\(pipeline.name)/refresh".utf8.prefix(63))!)
+            cancellation.track(connection)
+            defer { cancellation.untrack(connection) }
+            try RefreshStateStore.ensureSchema(connection)
+            states = try RefreshStateStore.load(connection, pipeline: pipeline.name)
+        } catch {
+            // A full refresh is always correct; the writing stages meet the
+            // same warehouse with their retries and report what is wrong.
+            options.logger.warning("cannot read the refresh state", metadata: ["error": .string("\(error)")])
+            return RefreshPlan(mode: .full(reason: "the warehouse's refresh state could not be read"), current: current,
+                               fingerprint: RefreshFingerprint(pipeline: pipeline), asOf: pipeline.asOf)
+        }
+        let writers = pipeline.stages.filter { plan.selected.contains($0.id) && !$0.implementation.tablesWritten.isEmpty }.map(\.id)
+        let fingerprint = RefreshFingerprint(pipeline: pipeline)
+        var mode = try decide(asOf: pipeline.asOf, fullRefresh: options.fullRefresh, states: states, writers: writers,
+                              fingerprint: fingerprint, current: current)
+        if let first = unreadable.first, case .incremental = mode {
+            mode = .full(reason: "the watermark of extract '\(first)' could not be read")
+        }
+        return RefreshPlan(mode: mode, current: current, fingerprint: fingerprint, asOf: pipeline.asOf)
+    }
+
+    /// The decision itself, free of I/O so that every rule is pinned by a unit test.
+    static func decide(asOf: CivilDate, fullRefresh: Bool, states: [String: RefreshState], writers: [String],
+                       fingerprint: RefreshFingerprint, current: [String: Watermark]) throws -> RefreshPlan.Mode {
+        if let latest = states.values.map(\.asOf).max(), asOf < latest, !fullRefresh {
+            throw RefreshRefused("as_of \(asOf) is before the last run's as_of \(latest); incremental runs only move forward. Run with --full-refresh to rebuild as of \(asOf)")
+        }
+        if fullRefresh { return .full(reason: "--full-refresh was given") }
+        guard !states.isEmpty else { return .full(reason: "no earlier run has committed refresh state (first run)") }
+        if let missing = writers.first(where: { states[$0] == nil }) {
+            return .full(reason: "stage '\(missing)' has no committed refresh state")
+        }
+        // Redo from the oldest writer's state: after a run killed between two
+        // writes, the stage that did not commit still needs that run's changes.
+        let relevant = writers.compactMap { states[$0] }
+        guard let since = relevant.min(by: { $0.committedAt < $1.committedAt }) else {
+            return .full(reason: "no stage writes to the warehouse")
+        }
+        if let changed = fingerprint.difference(from: since.fingerprint) { return .full(reason: changed) }
+        for (id, watermark) in current.sorted(by: { $0.key < $1.key }) {
+            guard let before = since.watermarks[id] else {
+                return .full(reason: "extract '\(id)' has no watermark from the last run")
+            }
+            switch (before, watermark) {
+            case let (.content(old), .content(new)) where old != new:
+                return .full(reason: "the content of extract '\(id)' changed since the last run (untracked extracts are compared whole)")
+            case let (.tracked(oldKey, oldHigh, _), .tracked(newKey, newHigh, _)):
+                if oldKey != newKey { return .full(reason: "extract '\(id)' now tracks '\(newKey)' instead of '\(oldKey)'") }
+                if let oldHigh, (newHigh ?? Int64.min) < oldHigh {
+                    return .full(reason: "extract '\(id)': the highest \(newKey) went down from \(oldHigh) to \(newHigh.map(String.init) ?? "none"), so the source was reloaded")
+                }
+            case (.content, .tracked), (.tracked, .content):
+                return .full(reason: "extract '\(id)' changed between tracked and untracked")
+            default:
+                continue
+            }
+        }
+        return .incremental(since: since)
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+
+/// How much of an extract's source a run has taken into account.
+///
+/// A tracked extract remembers the highest tracking key it could see and the
+/// snapshot it saw it in: the next run reads rows above that key, plus rows
+/// a little below it (the look-back) that the snapshot could not see because
+/// their transaction had not committed yet. An untracked extract is small
+/// reference data: a digest of its content tells whether it changed.
+public enum Watermark: Sendable, Equatable, Codable, CustomStringConvertible {
+    case tracked(key: String, high: Int64?, snapshot: String)
+    case content(sha256: String)
+
+    public var description: String {
+        switch self {
+        case let .tracked(key, high, snapshot): "\(key) ≤ \(high.map(String.init) ?? "none") in snapshot \(snapshot)"
+        case let .content(sha256): "content sha256 \(sha256.prefix(12))"
+        }
+    }
+
+    var json: JSON {
+        switch self {
+        case let .tracked(key, high, snapshot):
+            .object(["key": .string(key), "high": high.map { .int(Int($0)) } ?? .null, "snapshot": .string(snapshot)])
+        case let .content(sha256):
+            .object(["contentSHA256": .string(sha256)])
+        }
+    }
+}
+
+/// A stage that can say, before the run reads anything, how far its source
+/// goes (pgExtract). Collected once at the start of every run of a pipeline
+/// with tracked extracts, so the whole run reads up to one consistent point.
+public protocol WatermarkSource: Stage {
+    /// Whether the stage follows new rows by a key (rather than by content).
+    var isTracked: Bool { get }
+    func currentWatermark(_ context: StageContext) throws -> Watermark
+}

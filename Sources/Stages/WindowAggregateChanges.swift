@@ -1,0 +1,106 @@
+import Foundation
+import PipelineKit
+
+/// Which groups of a windowAggregate an incremental run must recompute.
+///
+/// A group's row depends on its anchor rows, the lookup rows its keys match,
+/// its events inside closed windows, and which windows are closed. So the
+/// groups to recompute are those with a new anchor row, a changed lookup
+/// row, a new event falling in a window closed at this as_of (an event in a
+/// still-open window changes nothing that is output: open windows are NULL),
+/// or a window that closed since the last run's as_of.
+struct ChangedGroups {
+    /// Every affected key, including keys whose group no longer forms (so a writer can delete it).
+    private(set) var keys: Set<GroupKey> = []
+    /// Counts by cause, for the log and the lineage.
+    private(set) var causes: [String: Int] = [:]
+
+    private mutating func add(_ key: GroupKey, _ cause: String) {
+        if keys.insert(key).inserted { causes[cause, default: 0] += 1 }
+    }
+
+    /// nil when an input cannot say what changed; the stage then recomputes everything.
+    static func find(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup], anchor: any Relation,
+                     events: any Relation, previousAsOf: CivilDate, context: StageContext) throws -> ChangedGroups? {
+        guard let anchorChanges = (anchor as? any ChangeTrackedRelation)?.changes,
+              let eventChanges = (events as? any ChangeTrackedRelation)?.changes else {
+            context.logger.info("inputs do not track changes; recomputing every group")
+            return nil
+        }
+        if let unknown = lookups.first(where: { $0.value.changedKeys == nil }) {
+            context.logger.info("lookup '\(unknown.key)' cannot say what changed; recomputing every group")
+            return nil
+        }
+        var changed = ChangedGroups()
+        try changed.addAnchorChanges(anchorChanges, stage: stage, context: context)
+        try changed.addLookupChanges(stage: stage, groups: groups, lookups: lookups)
+        changed.addClosedWindows(groups: groups, from: previousAsOf, to: stage.asOf)
+        try changed.addEventChanges(eventChanges, stage: stage, groups: groups, context: context)
+        return changed
+    }
+
+    private mutating func addAnchorChanges(_ changes: any Relation, stage: WindowAggregate, context: StageContext) throws {
+        try changes.scan(context.scan) { batch in
+            let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: "changes of '\(stage.anchorFrom)'")] }
+            for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) {
+                add(GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0), "new_anchor_rows")
+            }
+        }
+    }
+
+    private mutating func addLookupChanges(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup]) throws {
+        var uses: [(lookup: Lookup, key: [Int])] = []
+        for attribute in stage.attributes {
+            if case let .lookup(input, key, _, _) = attribute.source {
+                uses.append((lookups[input]!, try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }))
+            }
+        }
+        for measure in stage.measures {
+            if case let .countLookup(input, key, _) = measure.kind {
+                uses.append((lookups[input]!, try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }))
+            }
+        }
+        let uses2 = uses.filter { !($0.lookup.changedKeys?.isEmpty ?? false) }
+        guard !uses2.isEmpty else { return }
+        for (key, group) in groups.index {
+            let row = groups.anchorRow[Int(group)]
+            if uses2.contains(where: { use in use.lookup.mayHaveChanged(forRaw: use.key.map { groups.anchor.columns[$0].value(at: row) }) }) {
+                add(key, "changed_lookup_rows")
+            }
+        }
+    }
+
+    private mutating func addClosedWindows(groups: GroupTable, from previous: CivilDate, to asOf: CivilDate) {
+        let (low, high) = (previous.pgDays, asOf.pgDays)
+        guard high > low else { return }
+        for (key, group) in groups.index {
+            let ends = groups.windowEnd[(Int(group) * groups.windowCount)..<((Int(group) + 1) * groups.windowCount)]
+            if ends.contains(where: { $0.map { $0 > low && $0 <= high } ?? false }) { add(key, "windows_closed") }
+        }
+    }
+
+    private mutating func addEventChanges(_ changes: any Relation, stage: WindowAggregate, groups: GroupTable,
+                                          context: StageContext) throws {
+        let asOf = stage.asOf.pgDays
+        var mapper = LocalDayMapper(zone: stage.timezone)
+        try changes.scan(context.scan) { batch in
+            let what = "changes of '\(stage.eventsFrom)'"
+            let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
+            let time = batch.columns[try batch.require(stage.eventTime, in: what)]
+            for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) && !time.isNull(row) {
+                let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
+                guard let group = groups.index[key].map(Int.init), !keys.isEmpty else { continue }
+                let day = mapper.localDay(micros: time.ints[row])
+                guard day >= groups.startDay[group] else { continue }
+                let ends = groups.windowEnd[(group * groups.windowCount)..<((group + 1) * groups.windowCount)]
+                if ends.contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }
+            }
+        }
+    }
+
+    /// The keys as a scope for writers and for reading events of these groups only.
+    func scope(columns: [String]) -> KeyScope {
+        let sorted = keys.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
+        return KeyScope(columns: columns, first: sorted.map(\.a), second: columns.count > 1 ? sorted.map(\.b) : [])
+    }
+}

@@ -1,0 +1,351 @@
+import Foundation
+import Logging
+import PipelineKit
+import Stages
+import XCTest
+
+/// Incremental refresh of the shipped Dost pipeline: whatever arrives in the
+/// source between two runs, an incremental run leaves the warehouse exactly as
+/// a full refresh of the same source at the same as_of would.
+final class IncrementalRefreshTests: XCTestCase {
+    // MARK: - Specifications
+
+    func testAnIncrementalRunAfterNewUsersExperiencesAndLateCallsEqualsAFullRefresh() async throws {
+        let source = try Incremental.privateSource()
+        try Incremental.holdBack(source)
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        XCTAssertEqual(first.refresh, "full refresh: no earlier run has committed refresh state (first run)")
+
+        try Incremental.arrive(source)
+        let second = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-20")
+        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
+        XCTAssertTrue(second.refresh?.hasPrefix("incremental") == true, "refresh: \(second.refresh ?? "nil")")
+        XCTAssertGreaterThan(second.stage("userprogram_fact")?.written?.inserted ?? 0, 0,
+                             "the arriving users' programs are new fact rows\n\(second.summaryTable)")
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-20")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testACallCommittedByATransactionOpenDuringTheLastRunIsNotMissed() async throws {
+        let source = try Incremental.privateSource()
+        try Incremental.holdBack(source)
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        // A held-back call that completes a lesson nobody else completed for
+        // its (user, program), well inside month 1, so its window is closed
+        // at 2020-10-05 and the call changes the fact row.
+        let src = try TestDatabase.connect(source)
+        let candidates = try src.query("""
+            SELECT c.id, c.user_id, c.program_id FROM hb_calls c
+            WHERE c.listen_secs >= 30 AND c.attempted_timestamp < '2020-09-01'
+              AND c.call_start_time IS NOT NULL AND c.programseq_id IS NOT NULL
+              AND EXISTS (SELECT 1 FROM users u WHERE u.id = c.user_id AND u.created_on IS NOT NULL)
+              AND c.call_start_time >= (SELECT min(e.created_on) FROM experience e
+                                        WHERE e.user_id = c.user_id AND e.program_id = c.program_id) + interval '2 days'
+              AND c.call_start_time < (SELECT min(e.created_on) FROM experience e
+                                       WHERE e.user_id = c.user_id AND e.program_id = c.program_id) + interval '25 days'
+              AND NOT EXISTS (SELECT 1 FROM campaign o WHERE o.user_id = c.user_id AND o.program_id = c.program_id
+                              AND o.programseq_id = c.programseq_id AND o.listen_secs >= 30)
+            ORDER BY c.id LIMIT 2
+            """).rows
+        XCTAssertEqual(candidates.count, 2, "the sample must hold back two suitable old calls")
+        guard candidates.count == 2, let heldID = candidates[0][0], let user = candidates[0][1], let program = candidates[0][2],
+              let otherID = candidates[1][0] else { return }
+        let maxID = try XCTUnwrap(try src.query("SELECT max(id) FROM campaign").int(0, 0))
+        func insert(_ heldCall: String, as newID: Int) -> String {
+            """
+            INSERT INTO campaign (id, experience_id, program_id, user_id, status, listen_secs, attempted_timestamp,
+                                  call_start_time, call_end_time, programseq_id)
+            SELECT \(newID), experience_id, program_id, user_id, status, listen_secs, attempted_timestamp,
+                   call_start_time, call_end_time, programseq_id
+            FROM hb_calls WHERE id = \(heldCall)
+            """
+        }
+
+        // A transaction inserts the call with a lower id and stays open; a
+        // later one inserts another call with a higher id and commits.
+        let open = try TestDatabase.connect(source)
+        try open.execute("BEGIN")
+        try open.execute(insert(heldID, as: maxID + 1))
+        let other = try TestDatabase.connect(source)
+        try other.execute(insert(otherID, as: maxID + 10))
+
+        let during = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-05")
+        XCTAssertEqual(during.status, .succeeded, during.summaryTable)
+        XCTAssertTrue(during.refresh?.hasPrefix("incremental") == true, "refresh: \(during.refresh ?? "nil")")
+        let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)"
+        let factWithoutTheCall = try Incremental.rows(TestDatabase.connect(warehouse), factSQL)
+
+        try open.execute("COMMIT")
+        let after = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-05")
+        XCTAssertEqual(after.status, .succeeded, after.summaryTable)
+        XCTAssertTrue(after.refresh?.hasPrefix("incremental") == true, "refresh: \(after.refresh ?? "nil")")
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-05")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        // The late call matters: without it the fact row would differ from a full refresh.
+        let factWithTheCall = try Incremental.rows(TestDatabase.connect(full), factSQL)
+        XCTAssertEqual(factWithTheCall.count, 1, "fact row of (\(user), \(program))")
+        XCTAssertNotEqual(factWithoutTheCall, factWithTheCall,
+                          "call \(heldID) of (\(user), \(program)) does not change its fact row, so this test proves nothing")
+    }
+
+    func testWindowsClosingBetweenRunsWithoutNewDataAreRecomputed() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-11-15")
+        XCTAssertEqual(later.status, .succeeded, later.summaryTable)
+        XCTAssertTrue(later.refresh?.hasPrefix("incremental") == true, "refresh: \(later.refresh ?? "nil")")
+        XCTAssertGreaterThan(later.stage("userprogram_fact")?.written?.updated ?? 0, 0, later.summaryTable)
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-11-15")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testARunWithNoNewDataChangesNothing() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        let again = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(again.status, .succeeded, again.summaryTable)
+        XCTAssertTrue(again.refresh?.hasPrefix("incremental") == true, "refresh: \(again.refresh ?? "nil")")
+        let written = try XCTUnwrap(again.stage("userprogram_fact")?.written, again.summaryTable)
+        XCTAssertEqual(written.changed, 0, "userprogram_fact: \(written)")
+        XCTAssertEqual(again.stage("userprogram")?.rowsOut, 0, again.summaryTable)
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testAnEarlierAsOfIsRefusedUnlessFullRefresh() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        do {
+            let report = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+            XCTFail("a run at an earlier as_of was not refused: \(report.refresh ?? "nil")\n\(report.summaryTable)")
+        } catch let refused as RefreshRefused {
+            XCTAssertTrue(refused.description.contains("--full-refresh"), refused.description)
+        }
+
+        let rebuilt = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01", fullRefresh: true)
+        XCTAssertEqual(rebuilt.status, .succeeded, rebuilt.summaryTable)
+        XCTAssertEqual(rebuilt.refresh, "full refresh: --full-refresh was given")
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-01")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testChangingAVariableForcesAFullRefreshNamingIt() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        let stricter = [(name: "min_listen_secs", value: "45")]
+        let changed = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: stricter)
+        XCTAssertEqual(changed.status, .succeeded, changed.summaryTable)
+        XCTAssertTrue(changed.refresh?.hasPrefix("full refresh: variable 'min_listen_secs' changed") == true,
+                      "refresh: \(changed.refresh ?? "nil")")
+        XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, changed.summaryTable)
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15", variables: stricter)
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testAFailedRunKeepsThePreviousWatermarksSoTheNextRunRedoesItsWork() async throws {
+        let source = try Incremental.privateSource()
+        try Incremental.holdBack(source)
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        try Incremental.arrive(source)
+
+        // New and updated fact rows violate the constraint; existing rows are not checked.
+        let dw = try TestDatabase.connect(warehouse)
+        try dw.execute("ALTER TABLE dw.userprogram_fact ADD CONSTRAINT no_new CHECK (user_id < 0) NOT VALID")
+        let failed = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-20")
+        XCTAssertEqual(failed.status, .failed, failed.summaryTable)
+        XCTAssertEqual(failed.stage("userprogram_fact")?.status, .failed, failed.summaryTable)
+        XCTAssertTrue(failed.refresh?.hasPrefix("incremental") == true, "refresh: \(failed.refresh ?? "nil")")
+        let stateSQL = "SELECT run_id::text FROM pipelinekit.refresh_state WHERE stage_id = $1"
+        XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), first.runID.uuidString.lowercased(),
+                       "the failed run moved userprogram_fact's refresh state")
+
+        try dw.execute("ALTER TABLE dw.userprogram_fact DROP CONSTRAINT no_new")
+        let retried = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-20")
+        XCTAssertEqual(retried.status, .succeeded, retried.summaryTable)
+        XCTAssertTrue(retried.refresh?.hasPrefix("incremental since run \(first.runID.uuidString.lowercased().prefix(8))") == true,
+                      "refresh: \(retried.refresh ?? "nil")")
+        XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), retried.runID.uuidString.lowercased())
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-20")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let second = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
+        XCTAssertTrue(second.refresh?.hasPrefix("incremental") == true, "refresh: \(second.refresh ?? "nil")")
+
+        let dw = try TestDatabase.connect(warehouse)
+        let refresh = try dw.query("""
+            SELECT refresh->>'mode', (refresh->'watermarks'->'calls') ? 'high', refresh->'watermarks'->'calls'->>'high',
+                   refresh->>'sinceRun', refresh->'previousWatermarks'->'calls'->>'high', refresh->'watermarks'->'calls'->>'key'
+            FROM lineage.runs WHERE run_id = $1
+            """, [second.runID.uuidString.lowercased()])
+        XCTAssertEqual(refresh.rowCount, 1, "the incremental run is not in lineage.runs")
+        guard refresh.rowCount == 1 else { return }
+        XCTAssertEqual(refresh.string(0, 0), "incremental")
+        XCTAssertEqual(refresh.string(0, 1), "t", "watermarks.calls has no 'high'")
+        let maxCall = try TestDatabase.connect(source).query("SELECT max(id)::text FROM campaign").string(0, 0)
+        XCTAssertEqual(refresh.string(0, 2), maxCall)
+        XCTAssertEqual(refresh.string(0, 3), first.runID.uuidString.lowercased())
+        XCTAssertEqual(refresh.string(0, 4), maxCall)
+        XCTAssertEqual(refresh.string(0, 5), "id")
+        XCTAssertEqual(try dw.query("SELECT refresh->>'mode' FROM lineage.runs WHERE run_id = $1",
+                                    [first.runID.uuidString.lowercased()]).string(0, 0), "full")
+    }
+}
+
+/// Sources, runs and warehouse comparison for the incremental refresh tests.
+enum Incremental {
+    static let users = "300"
+    static let tables = ["partnerorg", "programlist", "userprogram_fact", "engagement_metric"]
+
+    nonisolated(unsafe) static var shared: String?
+
+    /// A sample source the caller may change.
+    static func privateSource() throws -> String {
+        let source = try TestDatabase.createDatabase("dost_src_inc")
+        try TestDatabase.shell(["scripts/sample-data", "--url", source, "--users", users, "--seed", "7"])
+        return source
+    }
+
+    /// One untouched sample source for the tests that only read it.
+    static func sharedSource() throws -> String {
+        if let shared { return shared }
+        let source = try privateSource()
+        shared = source
+        return source
+    }
+
+    /// Moves the newest users, experiences and calls, and a scattering of old
+    /// calls (late arrivals), out of the source into hb_* tables.
+    static func holdBack(_ source: String) throws {
+        let connection = try TestDatabase.connect(source)
+        try connection.execute("""
+            BEGIN;
+            CREATE TABLE hb_users AS SELECT * FROM users WHERE created_on >= '2020-09-20';
+            CREATE TABLE hb_exp AS SELECT * FROM experience
+              WHERE created_on >= '2020-10-01' OR user_id IN (SELECT id FROM hb_users);
+            CREATE TABLE hb_calls AS SELECT * FROM campaign
+              WHERE attempted_timestamp >= '2020-10-01' OR id % 97 = 0 OR user_id IN (SELECT id FROM hb_users);
+            DELETE FROM campaign
+              WHERE attempted_timestamp >= '2020-10-01' OR id % 97 = 0 OR user_id IN (SELECT id FROM hb_users);
+            DELETE FROM experience WHERE created_on >= '2020-10-01' OR user_id IN (SELECT id FROM hb_users);
+            DELETE FROM users WHERE created_on >= '2020-09-20';
+            COMMIT;
+            """)
+        let held = try connection.query("""
+            SELECT (SELECT count(*) FROM hb_users), (SELECT count(*) FROM hb_exp),
+                   (SELECT count(*) FROM hb_calls WHERE attempted_timestamp < '2020-09-01')
+            """)
+        for column in 0..<3 {
+            XCTAssertGreaterThan(held.int(0, column) ?? 0, 0, "nothing held back (column \(column)): the sample changed")
+        }
+    }
+
+    /// The held rows arrive: users with their ids, experiences and calls with
+    /// new ids above every existing one, as real inserts would get.
+    static func arrive(_ source: String) throws {
+        try TestDatabase.connect(source).execute("""
+            BEGIN;
+            INSERT INTO users SELECT * FROM hb_users;
+            INSERT INTO experience (id, user_id, program_id, provider_number, phone, created_on)
+              SELECT (SELECT max(id) FROM experience) + row_number() OVER (ORDER BY id),
+                     user_id, program_id, provider_number, phone, created_on
+              FROM hb_exp;
+            INSERT INTO campaign (id, experience_id, program_id, user_id, status, listen_secs, attempted_timestamp,
+                                  call_start_time, call_end_time, programseq_id)
+              SELECT (SELECT max(id) FROM campaign) + row_number() OVER (ORDER BY id),
+                     experience_id, program_id, user_id, status, listen_secs, attempted_timestamp,
+                     call_start_time, call_end_time, programseq_id
+              FROM hb_calls;
+            COMMIT;
+            """)
+    }
+
+    static func load(source: String, warehouse: String, asOf: String,
+                     variables: [(name: String, value: String)] = []) throws -> PipelineDefinition {
+        var environment = ProcessInfo.processInfo.environment
+        environment["DOST_SOURCE_URL"] = source
+        environment["DOST_WAREHOUSE_URL"] = warehouse
+        return try PipelineLoader(registry: .standard).load(
+            path: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml").path,
+            options: LoadOptions(environment: environment, variableOverrides: variables, asOf: CivilDate(iso: asOf)))
+    }
+
+    static func run(source: String, warehouse: String, asOf: String, fullRefresh: Bool = false,
+                    variables: [(name: String, value: String)] = []) async throws -> RunReport {
+        try await Dost.run(try load(source: source, warehouse: warehouse, asOf: asOf, variables: variables),
+                           fullRefresh: fullRefresh)
+    }
+
+    /// A fresh warehouse built by one full refresh.
+    static func fullWarehouse(source: String, asOf: String, variables: [(name: String, value: String)] = [],
+                              file: StaticString = #filePath, line: UInt = #line) async throws -> String {
+        let warehouse = try TestDatabase.createDatabase("dost_dw_full")
+        let report = try await run(source: source, warehouse: warehouse, asOf: asOf, variables: variables)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable, file: file, line: line)
+        XCTAssertTrue(report.refresh?.hasPrefix("full refresh") == true, "refresh: \(report.refresh ?? "nil")",
+                      file: file, line: line)
+        return warehouse
+    }
+
+    static func rows(_ connection: PGConnection, _ sql: String) throws -> [String] {
+        try TestDatabase.rows(connection, sql)
+    }
+
+    /// The four warehouse tables hold the same rows, every column but the bookkeeping ones compared as text.
+    static func assertWarehousesEqual(incremental: String, full: String,
+                                      file: StaticString = #filePath, line: UInt = #line) throws {
+        let inc = try TestDatabase.connect(incremental), reference = try TestDatabase.connect(full)
+        for table in tables {
+            let columnsSQL = """
+                SELECT column_name FROM information_schema.columns
+                WHERE table_schema = 'dw' AND table_name = $1 AND column_name NOT IN ('_run_id', '_updated_at')
+                ORDER BY ordinal_position
+                """
+            let columns = try reference.query(columnsSQL, [table]).rows.compactMap { $0[0] }
+            XCTAssertFalse(columns.isEmpty, "dw.\(table) has no columns in the full warehouse", file: file, line: line)
+            XCTAssertEqual(try inc.query(columnsSQL, [table]).rows.compactMap { $0[0] }.sorted(), columns.sorted(),
+                           "dw.\(table) columns", file: file, line: line)
+            let select = "SELECT \(columns.map { SQL.ident($0) }.joined(separator: ", ")) FROM dw.\(table)"
+            let expected = try rows(reference, select), got = try rows(inc, select)
+            XCTAssertFalse(expected.isEmpty, "dw.\(table) is empty after a full refresh", file: file, line: line)
+            XCTAssertEqual(got.count, expected.count, "dw.\(table) row count", file: file, line: line)
+            let expectedSet = Set(expected), gotSet = Set(got)
+            let missing = expectedSet.subtracting(gotSet).sorted(), extra = gotSet.subtracting(expectedSet).sorted()
+            XCTAssertTrue(missing.isEmpty && extra.isEmpty, """
+                dw.\(table) (\(columns.joined(separator: "|"))): \(missing.count) rows of the full refresh missing, \
+                e.g. \(missing.prefix(3)); \(extra.count) rows not in the full refresh, e.g. \(extra.prefix(3))
+                """, file: file, line: line)
+        }
+    }
+}
