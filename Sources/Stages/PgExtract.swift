@@ -120,7 +120,8 @@ public struct PgExtract: WatermarkSource {
         let current = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
         let widened = "(\(current) - ((\(current) - xmin::text::bigint) & 4294967295))"
         let late = "xmin::text::bigint >= 3 AND NOT pg_visible_in_snapshot(\(widened)::text::xid8, '\(snapshot)'::pg_snapshot)"
-        let condition = "\(key) > \(high) OR (\(key) > \(high - tracking.lookback) AND \(late))"
+        // One index range over the look-back and everything above it.
+        let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
         let columns = fields.map { SQL.ident($0.name) }.joined(separator: ", ")
         let sql = "SELECT \(columns) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")
         return CopyRelation(connection: connection, sql: sql, schema: fields, batchRows: batchRows)

@@ -72,23 +72,32 @@ struct GroupTable {
         var mapper = LocalDayMapper(zone: stage.timezone)
         let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
         var missing: [String: Int] = [:]
+        // Normalising a text key (a phone number) costs more than a lookup, and
+        // anchors repeat few distinct ones: resolve each distinct raw key once.
+        var resolved = [[[Value]: (found: Bool, value: Value)]](repeating: [:], count: stage.attributes.count)
         for (key, row) in ordered {
             var values: [Value] = []
             var dropped = false
-            for attribute in stage.attributes {
+            for (a, attribute) in stage.attributes.enumerated() {
                 switch attribute.source {
                 case .anchor(let column):
                     values.append(anchor.columns[try anchor.require(column, in: what)].value(at: row))
                 case let .lookup(input, keyColumns, column, required):
                     let lookup = lookups[input]!
                     let raw = try keyColumns.map { anchor.columns[try anchor.require($0, in: what)].value(at: row) }
-                    let found = !lookup.positions(forRaw: raw).isEmpty
+                    let cached = lookup.normalization.steps.isEmpty ? nil : resolved[a][raw]
+                    let (found, value) = cached ?? {
+                        let columnIndex = lookup.schema.firstIndex { $0.name == column }!
+                        let first = lookup.positions(forRaw: raw).first
+                        return (first != nil, first.map { lookup.rows.columns[columnIndex].value(at: $0) }
+                                    ?? lookup.defaultRow?[columnIndex] ?? .null)
+                    }()
+                    if cached == nil && !lookup.normalization.steps.isEmpty { resolved[a][raw] = (found, value) }
                     if required && !found {
                         missing["\(attribute.name)_not_found", default: 0] += 1
                         dropped = true
                     }
-                    let columnIndex = lookup.schema.firstIndex { $0.name == column }!
-                    values.append(lookup.value(columnIndex, forRaw: raw))
+                    values.append(value)
                 }
             }
             if dropped { continue }

@@ -22,7 +22,7 @@ public struct LineageQueries {
         try table("""
             SELECT run_id, status, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || 'Z' AS started,
                    round(extract(epoch FROM finished_at - started_at)::numeric, 2) AS seconds,
-                   rows_written, as_of
+                   rows_written, as_of, coalesce(refresh ->> 'mode', '') AS refresh
             FROM lineage.runs WHERE pipeline = $1 ORDER BY started_at
             """, [pipeline])
     }
@@ -30,7 +30,7 @@ public struct LineageQueries {
     public func run(_ runID: String) throws -> TextTable {
         try table("""
             SELECT run_id, pipeline, status, started_at, finished_at, as_of, pipeline_sha256, runner_version,
-                   rows_written, variables, error, log_path, last_log_hash
+                   rows_written, variables, error, log_path, last_log_hash, refresh
             FROM lineage.runs WHERE run_id::text = $1
             """, [runID])
     }
