@@ -114,12 +114,16 @@ public struct PgExtract: WatermarkSource {
         }
         let key = SQL.ident(tracking.key)
         // A row below the watermark may have been invisible to the last run
-        // because its transaction was still open: its creating transaction
-        // (xmin) is then not visible in the snapshot the last run read in.
+        // because its transaction was still open. Its creating transaction
+        // (xmin) is then at or above the oldest one still running when the
+        // last run took its snapshot (the snapshot's xmin). Comparing with
+        // that bound rather than asking pg_visible_in_snapshot also covers
+        // rows written in savepoints: a snapshot lists top-level transactions
+        // only. Rows it flags that had committed in time are merely read again.
         // xmin is 32 bits; it is widened against the current snapshot's xmax.
         let current = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
         let widened = "(\(current) - ((\(current) - xmin::text::bigint) & 4294967295))"
-        let late = "xmin::text::bigint >= 3 AND NOT pg_visible_in_snapshot(\(widened)::text::xid8, '\(snapshot)'::pg_snapshot)"
+        let late = "xmin::text::bigint >= 3 AND \(widened) >= pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint"
         // One index range over the look-back and everything above it.
         let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
         let columns = fields.map { SQL.ident($0.name) }.joined(separator: ", ")

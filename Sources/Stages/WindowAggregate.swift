@@ -254,7 +254,11 @@ public struct WindowAggregate: Stage {
                 "groups": .stringConvertible(scope.count),
                 "causes": .string(changed.causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
             if !only.isEmpty {
-                let restricted = (events as? any KeyRestrictable)?.restricted(to: scope) ?? events
+                // Fetching a group's events is random access on the server; two
+                // queries over halves of the groups keep both cores busy.
+                let restricted = (events as? any KeyRestrictable).map { events in
+                    ParallelUnion(scope.split(into: 2).map { events.restricted(to: $0) })
+                } ?? events
                 try groups.aggregate(events: restricted, context: context, only: only)
             }
             let output = try groups.output(schema: schema, only: only)

@@ -30,6 +30,16 @@ final class IncrementalRefreshTests: XCTestCase {
     }
 
     func testACallCommittedByATransactionOpenDuringTheLastRunIsNotMissed() async throws {
+        try await assertACallCommittedLateIsCounted(inSavepoint: false)
+    }
+
+    /// A snapshot lists top-level transactions only; a row written in a
+    /// savepoint carries the subtransaction's id, which must not pass as seen.
+    func testACallInsertedInASavepointOfATransactionOpenDuringTheLastRunIsNotMissed() async throws {
+        try await assertACallCommittedLateIsCounted(inSavepoint: true)
+    }
+
+    private func assertACallCommittedLateIsCounted(inSavepoint: Bool) async throws {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
@@ -71,7 +81,9 @@ final class IncrementalRefreshTests: XCTestCase {
         // later one inserts another call with a higher id and commits.
         let open = try TestDatabase.connect(source)
         try open.execute("BEGIN")
+        if inSavepoint { try open.execute("SAVEPOINT nested") }
         try open.execute(insert(heldID, as: maxID + 1))
+        if inSavepoint { try open.execute("RELEASE SAVEPOINT nested") }
         let other = try TestDatabase.connect(source)
         try other.execute(insert(otherID, as: maxID + 10))
 

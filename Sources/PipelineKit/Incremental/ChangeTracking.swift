@@ -18,6 +18,16 @@ public struct KeyScope: Sendable {
 
     public var count: Int { first.count }
 
+    /// The groups in `parts` slices of about equal size (fewer when there are fewer groups).
+    public func split(into parts: Int) -> [KeyScope] {
+        let size = max(1, (count + parts - 1) / max(1, parts))
+        return stride(from: 0, to: count, by: size).map { start in
+            let end = min(start + size, count)
+            return KeyScope(columns: columns, first: Array(first[start..<end]),
+                            second: second.isEmpty ? [] : Array(second[start..<end]))
+        }
+    }
+
     /// A predicate selecting these groups, for a query on `qualifier`'s columns.
     /// Keys are inlined as array literals (COPY takes no parameters); they are integers.
     public func sqlPredicate(qualifier: String? = nil) -> String {

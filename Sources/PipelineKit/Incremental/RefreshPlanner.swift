@@ -63,8 +63,10 @@ enum RefreshPlanner {
 
     /// The decision itself, free of I/O so that every rule is pinned by a unit test.
     static func decide(asOf: CivilDate, fullRefresh: Bool, states: [String: RefreshState], writers: [String],
-                       fingerprint: RefreshFingerprint, current: [String: Watermark]) throws -> RefreshPlan.Mode {
-        if let latest = states.values.map(\.asOf).max(), asOf < latest, !fullRefresh {
+                       fingerprint: RefreshFingerprint, current watermarks: [String: Watermark]) throws -> RefreshPlan.Mode {
+        // States of stages no longer in the pipeline do not count.
+        let current = states.filter { writers.contains($0.key) }
+        if let latest = current.values.map(\.asOf).max(), asOf < latest, !fullRefresh {
             throw RefreshRefused("as_of \(asOf) is before the last run's as_of \(latest); incremental runs only move forward. Run with --full-refresh to rebuild as of \(asOf)")
         }
         if fullRefresh { return .full(reason: "--full-refresh was given") }
@@ -79,7 +81,7 @@ enum RefreshPlanner {
             return .full(reason: "no stage writes to the warehouse")
         }
         if let changed = fingerprint.difference(from: since.fingerprint) { return .full(reason: changed) }
-        for (id, watermark) in current.sorted(by: { $0.key < $1.key }) {
+        for (id, watermark) in watermarks.sorted(by: { $0.key < $1.key }) {
             guard let before = since.watermarks[id] else {
                 return .full(reason: "extract '\(id)' has no watermark from the last run")
             }
