@@ -15,13 +15,19 @@ public struct ParallelUnion: Relation {
     public var schema: [Field] { parts[0].schema }
 
     public func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
-        let lock = NSLock()
-        var results = [Result<Batch, Error>?](repeating: nil, count: parts.count)
+        let results = Results(count: parts.count)
         let parts = self.parts
         DispatchQueue.concurrentPerform(iterations: parts.count) { index in
-            let result = Result { try parts[index].materialize(context) }
-            lock.withLock { results[index] = result }
+            results.set(index, Result { try parts[index].materialize(context) })
         }
-        for result in results { try body(try result!.get()) }
+        for index in parts.indices { try body(try results.get(index)) }
+    }
+
+    private final class Results: @unchecked Sendable {
+        private let lock = NSLock()
+        private var values: [Result<Batch, Error>?]
+        init(count: Int) { values = Array(repeating: nil, count: count) }
+        func set(_ index: Int, _ value: Result<Batch, Error>) { lock.withLock { values[index] = value } }
+        func get(_ index: Int) throws -> Batch { try lock.withLock { values[index] }!.get() }
     }
 }
