@@ -110,12 +110,42 @@ public struct MetricRollup: Stage {
         return (p, q)
     }
 
-    /// One accumulator per output row.
-    struct Accumulator {
-        var count: Int64 = 0
-        var notNull: [Int64]
-        var sums: [Int64]
-        var levelCounts: [Int64]
+    /// The accumulators of every output row in flat arrays, so that adding a
+    /// row mutates in place instead of copying per-row arrays.
+    struct Accumulators {
+        let metricCount: Int
+        let levelCount: Int
+        private(set) var keys: [[Value]] = []
+        private var position: [[Value]: Int] = [:]
+        private(set) var count: [Int64] = []
+        private(set) var notNull: [Int64] = []
+        private(set) var sums: [Int64] = []
+        private(set) var levelCounts: [Int64] = []
+
+        init(metricCount: Int, levelCount: Int) {
+            self.metricCount = metricCount
+            self.levelCount = levelCount
+        }
+
+        /// The accumulator of `key`, created on first sight (output keeps first-seen order).
+        mutating func slot(_ key: [Value]) -> Int {
+            if let slot = position[key] { return slot }
+            let slot = keys.count
+            position[key] = slot
+            keys.append(key)
+            count.append(0)
+            notNull += repeatElement(0, count: metricCount)
+            sums += repeatElement(0, count: metricCount)
+            levelCounts += repeatElement(0, count: levelCount)
+            return slot
+        }
+
+        mutating func add(slot: Int) { count[slot] += 1 }
+        mutating func add(slot: Int, metric: Int, value: Int64) {
+            notNull[slot * metricCount + metric] += 1
+            sums[slot * metricCount + metric] += value
+        }
+        mutating func add(slot: Int, level: Int) { levelCounts[slot * levelCount + level] += 1 }
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
@@ -156,8 +186,9 @@ public struct MetricRollup: Stage {
         }
         for level in levels?.thresholds ?? [] { outputFields.append(Field(level.name, .int)) }
 
-        var order: [[Value]] = []
-        var accumulators: [[Value]: Accumulator] = [:]
+        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+        // Truncating a date to its month or year once per distinct date, not per row.
+        var truncated: [Int64: Int64] = [:]
         for (groupName, fields) in unpivoted {
             let metricColumns: [Column?] = try metrics.map { _, metric in
                 switch metric {
@@ -171,52 +202,49 @@ public struct MetricRollup: Stage {
                 var key: [Value] = dimensions.indices.map { index in
                     let value = dimensionColumns[index].value(at: row)
                     guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
+                    if let first = truncated[day] { return .int(first) }
                     let date = CivilDate(pgDays: day)
-                    return .int((truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays)
+                    let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
+                    truncated[day] = first
+                    return .int(first)
                 }
                 if let groupName { key.append(.text(groupName)) }
-                var accumulator = accumulators[key] ?? {
-                    order.append(key)
-                    return Accumulator(notNull: [Int64](repeating: 0, count: metrics.count),
-                                       sums: [Int64](repeating: 0, count: metrics.count),
-                                       levelCounts: [Int64](repeating: 0, count: levels?.thresholds.count ?? 0))
-                }()
-                accumulator.count += 1
+                let slot = accumulators.slot(key)
+                accumulators.add(slot: slot)
                 for (index, column) in metricColumns.enumerated() {
                     guard let column, !column.isNull(row) else { continue }
-                    accumulator.notNull[index] += 1
-                    accumulator.sums[index] += column.ints[row]
+                    accumulators.add(slot: slot, metric: index, value: column.ints[row])
                 }
                 if let levels, let numerator, let denominator, !numerator.isNull(row), !denominator.isNull(row),
                    denominator.ints[row] > 0 {
                     let (n, d) = (numerator.ints[row], denominator.ints[row])
                     // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in integers.
                     if let level = levels.thresholds.firstIndex(where: { n * $0.q >= $0.p * d }) {
-                        accumulator.levelCounts[level] += 1
+                        accumulators.add(slot: slot, level: level)
                     }
                 }
-                accumulators[key] = accumulator
             }
         }
 
-        var output = Batch(schema: outputFields, capacity: order.count)
-        for key in order {
-            let accumulator = accumulators[key]!
+        var output = Batch(schema: outputFields, capacity: accumulators.keys.count)
+        let metricCount = metrics.count, levelCount = levels?.thresholds.count ?? 0
+        for (slot, key) in accumulators.keys.enumerated() {
             var row = key
             for (index, (_, metric)) in metrics.enumerated() {
+                let n = accumulators.notNull[slot * metricCount + index]
                 switch metric {
-                case .count: row.append(.int(accumulator.count))
-                case .countNotNull: row.append(.int(accumulator.notNull[index]))
+                case .count: row.append(.int(accumulators.count[slot]))
+                case .countNotNull: row.append(.int(n))
                 case .avg:
-                    let n = accumulator.notNull[index]
                     guard n > 0, let scales = avgScales[index] else { row.append(.null); continue }
+                    let sum = accumulators.sums[slot * metricCount + index]
                     let shift = scales.outScale - scales.inScale
                     row.append(.int(shift >= 0
-                        ? Rounding.divide(accumulator.sums[index] * Rounding.pow10(shift), by: n)
-                        : Rounding.divide(accumulator.sums[index], by: n * Rounding.pow10(-shift))))
+                        ? Rounding.divide(sum * Rounding.pow10(shift), by: n)
+                        : Rounding.divide(sum, by: n * Rounding.pow10(-shift))))
                 }
             }
-            row += accumulator.levelCounts.map(Value.int)
+            row += accumulators.levelCounts[(slot * levelCount)..<((slot + 1) * levelCount)].map(Value.int)
             output.append(row: row)
         }
         return output

@@ -47,6 +47,7 @@ struct GroupTable {
 
         // The anchor row of a group is its earliest row; ties go to the lowest tie_break.
         var best: [GroupKey: Int] = [:]
+        best.reserveCapacity(anchor.count)
         var nullKeys = 0, nullTimes = 0, infiniteTimes = 0
         for row in 0..<anchor.count {
             if keys.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
@@ -72,29 +73,43 @@ struct GroupTable {
         var mapper = LocalDayMapper(zone: stage.timezone)
         let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
         var missing: [String: Int] = [:]
+        // Column positions are found once, not per group.
+        enum Source { case anchor(Int), lookup(Lookup, key: [Int], column: Int, required: Bool) }
+        let sources: [Source] = try stage.attributes.map { attribute in
+            switch attribute.source {
+            case .anchor(let column):
+                return .anchor(try anchor.require(column, in: what))
+            case let .lookup(input, keyColumns, column, required):
+                let lookup = lookups[input]!
+                return .lookup(lookup, key: try keyColumns.map { try anchor.require($0, in: what) },
+                               column: lookup.schema.firstIndex { $0.name == column }!, required: required)
+            }
+        }
         // Normalising a text key (a phone number) costs more than a lookup, and
         // anchors repeat few distinct ones: resolve each distinct raw key once.
         var resolved = [[[Value]: (found: Bool, value: Value)]](repeating: [:], count: stage.attributes.count)
+        index.reserveCapacity(ordered.count)
+        anchorRow.reserveCapacity(ordered.count)
+        attributeValues.reserveCapacity(ordered.count * sources.count)
+        var values: [Value] = []
         for (key, row) in ordered {
-            var values: [Value] = []
+            values.removeAll(keepingCapacity: true)
             var dropped = false
-            for (a, attribute) in stage.attributes.enumerated() {
-                switch attribute.source {
-                case .anchor(let column):
-                    values.append(anchor.columns[try anchor.require(column, in: what)].value(at: row))
-                case let .lookup(input, keyColumns, column, required):
-                    let lookup = lookups[input]!
-                    let raw = try keyColumns.map { anchor.columns[try anchor.require($0, in: what)].value(at: row) }
+            for (a, source) in sources.enumerated() {
+                switch source {
+                case .anchor(let position):
+                    values.append(anchor.columns[position].value(at: row))
+                case let .lookup(lookup, keyPositions, column, required):
+                    let raw = keyPositions.map { anchor.columns[$0].value(at: row) }
                     let cached = lookup.normalization.steps.isEmpty ? nil : resolved[a][raw]
                     let (found, value) = cached ?? {
-                        let columnIndex = lookup.schema.firstIndex { $0.name == column }!
                         let first = lookup.positions(forRaw: raw).first
-                        return (first != nil, first.map { lookup.rows.columns[columnIndex].value(at: $0) }
-                                    ?? lookup.defaultRow?[columnIndex] ?? .null)
+                        return (first != nil, first.map { lookup.rows.columns[column].value(at: $0) }
+                                    ?? lookup.defaultRow?[column] ?? .null)
                     }()
                     if cached == nil && !lookup.normalization.steps.isEmpty { resolved[a][raw] = (found, value) }
                     if required && !found {
-                        missing["\(attribute.name)_not_found", default: 0] += 1
+                        missing["\(stage.attributes[a].name)_not_found", default: 0] += 1
                         dropped = true
                     }
                     values.append(value)
