@@ -33,6 +33,10 @@ public struct TableWriter: Sendable {
             throw StageFailure.config("the changed groups are keyed by '\(stray)', which \(table) does not have; write the group columns (\(scope.columns.joined(separator: ", "))) to the table")
         }
         try ensureTable(connection)
+        // The staging table is temporary, so it lives in the session's local
+        // buffers: 8 MB by default, which a large write would spill to disk.
+        // (Only settable before the session's first temporary table.)
+        _ = try? connection.execute("SET temp_buffers = '256MB'")
         try connection.execute("BEGIN")
         do {
             var counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
@@ -90,21 +94,32 @@ public struct TableWriter: Sendable {
             let incoming = valueColumns.map { "EXCLUDED.\(SQL.ident($0))" }.joined(separator: ", ")
             onConflict = "DO UPDATE SET \(assignments) WHERE (\(current)) IS DISTINCT FROM (\(incoming))"
         }
-        // Duplicate keys make the merge fail (SQLSTATE 21000); only then is it
-        // worth a query to say which key, so the common case pays nothing.
+        // Duplicate keys make the merge fail (SQLSTATE 21000, or 23505 for the
+        // plain insert); only then is it worth a query to say which key, so
+        // the common case pays nothing.
         try connection.execute("SAVEPOINT merge")
-        let merged: PGResult
+        var counts = WriteCounts()
         do {
-            merged = try connection.query("""
-            WITH merged AS (
-                INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
-                SELECT \(columnList), $1::uuid, now() FROM \(staging)
-                ON CONFLICT (\(keyList)) \(onConflict)
-                RETURNING (xmax = 0) AS inserted
-            )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-            """, [runID.uuidString.lowercased()])
-        } catch let error as PGError where error.sqlState == "21000" {
+            if hadRows {
+                let merged = try connection.query("""
+                    WITH merged AS (
+                        INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
+                        SELECT \(columnList), $1::uuid, now() FROM \(staging)
+                        ON CONFLICT (\(keyList)) \(onConflict)
+                        RETURNING (xmax = 0) AS inserted
+                    )
+                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+                    """, [runID.uuidString.lowercased()])
+                counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
+            } else {
+                // An empty table (a first build) has nothing to merge with: a
+                // plain insert costs about half of ON CONFLICT's speculative one.
+                counts.inserted = try connection.query("""
+                    INSERT INTO \(quotedTable) (\(columnList), _run_id, _updated_at)
+                    SELECT \(columnList), $1::uuid, now() FROM \(staging)
+                    """, [runID.uuidString.lowercased()]).affectedRows
+            }
+        } catch let error as PGError where error.sqlState == "21000" || (error.sqlState == "23505" && !hadRows) {
             try connection.execute("ROLLBACK TO SAVEPOINT merge")
             let duplicate = try connection.query("""
                 SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
@@ -112,7 +127,6 @@ public struct TableWriter: Sendable {
             let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
             throw StageFailure.data("\(duplicate.string(0, key.count) ?? "several") rows for the key (\(values)) of \(table); the key must be unique")
         }
-        var counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
         if deleteMissing && hadRows {
             let match = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
             counts.deleted = try connection.query("""
