@@ -60,11 +60,11 @@ struct ChangedGroups {
                 uses.append((lookups[input]!, try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }))
             }
         }
-        let uses2 = uses.filter { !($0.lookup.changedKeys?.isEmpty ?? false) }
-        guard !uses2.isEmpty else { return }
+        let changing = uses.filter { !($0.lookup.changedKeys?.isEmpty ?? false) }
+        guard !changing.isEmpty else { return }
         for (key, group) in groups.index {
             let row = groups.anchorRow[Int(group)]
-            if uses2.contains(where: { use in use.lookup.mayHaveChanged(forRaw: use.key.map { groups.anchor.columns[$0].value(at: row) }) }) {
+            if changing.contains(where: { use in use.lookup.mayHaveChanged(forRaw: use.key.map { groups.anchor.columns[$0].value(at: row) }) }) {
                 add(key, "changed_lookup_rows")
             }
         }
@@ -89,7 +89,7 @@ struct ChangedGroups {
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
             for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) && !time.isNull(row) {
                 let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
-                guard let group = groups.index[key].map(Int.init), !keys.isEmpty else { continue }
+                guard let group = groups.index[key].map(Int.init) else { continue }
                 let day = mapper.localDay(micros: time.ints[row])
                 guard day >= groups.startDay[group] else { continue }
                 let ends = groups.windowEnd[(group * groups.windowCount)..<((group + 1) * groups.windowCount)]
