@@ -176,6 +176,23 @@ final class IncrementalRefreshTests: XCTestCase {
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
     }
 
+    func testChangedReferenceDataForcesAFullRefreshNamingTheExtract() async throws {
+        let source = try Incremental.privateSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        // Partner 2 moves to partner 1's number: its experiences now match partner 1.
+        try TestDatabase.connect(source).execute("UPDATE partner SET provider_number = '8047100037' WHERE id = 2")
+        let changed = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(changed.status, .succeeded, changed.summaryTable)
+        XCTAssertTrue(changed.refresh?.hasPrefix("full refresh: the content of extract 'partners' changed") == true,
+                      "refresh: \(changed.refresh ?? "nil")")
+        XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, "the change must move fact rows")
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
     func testAFailedRunKeepsThePreviousWatermarksSoTheNextRunRedoesItsWork() async throws {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
