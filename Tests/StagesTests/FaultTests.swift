@@ -97,7 +97,7 @@ final class FaultTests: XCTestCase {
         let pipeline = try load(try Dost.yaml(), source: source, warehouse: warehouse)
 
         let killer = Self.terminateOnce(database: try Self.databaseName(warehouse),
-                                        application: "runner/dost_warehouse/userprogram_fact", queryLike: "WITH merged%")
+                                        application: "runner/dost_warehouse/userprogram_fact", queryLike: "%INSERT INTO \"dw\".\"userprogram_fact\"%")
         let counts = RowCountPoller(conninfo: warehouse, table: "dw.userprogram_fact")
         counts.start()
         let report = try await Dost.run(pipeline)
