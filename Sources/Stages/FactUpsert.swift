@@ -33,17 +33,25 @@ public struct FactUpsert: Stage {
                 throw StageFailure.config("column '\(field.name)' is \(source.type) in '\(from)' but declared \(field.type) for \(target.table)")
             }
         }
-        var rows = 0
-        // An incremental input replaces only its groups; a complete one replaces the table.
-        let scope = (input as? PartialRelation)?.scope
-        _ = try target.write(columns: fields, context: context, deleteMissing: true, scope: scope) { emit in
-            try input.scan(context.scan) { batch in
-                rows += batch.count
-                try emit(batch)
+        guard let partial = input as? PartialRelation else {
+            var rows = 0
+            _ = try target.write(columns: fields, context: context, deleteMissing: true) { emit in
+                try input.scan(context.scan) { batch in
+                    rows += batch.count
+                    try emit(batch)
+                }
             }
+            context.metrics.produced(rows: rows)
+            return .table(name: target.table, relation: target.read(columns: fields))
         }
-        context.metrics.produced(rows: rows)
-        return .table(name: target.table, relation: target.read(columns: fields))
+        // An incremental input replaces only its groups. The rows it replaces
+        // are read first, so that what aggregates the table knows what moved.
+        let after = try partial.materialize(context.scan)
+        let before = partial.scope.count == 0 ? Batch(schema: fields)
+            : try target.read(columns: fields).restricted(to: partial.scope).materialize(context.scan)
+        _ = try target.write(columns: fields, context: context, deleteMissing: true, scope: partial.scope.batch) { try $0(after) }
+        context.metrics.produced(rows: after.count)
+        return .table(name: target.table, relation: ReplacedRows(table: target.read(columns: fields), before: before, after: after))
     }
 
     public var tablesWritten: [String] { [target.table] }

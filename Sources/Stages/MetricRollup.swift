@@ -149,10 +149,56 @@ public struct MetricRollup: Stage {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let output = try rollup(try context.completeRelation(from).materialize(context.scan))
+        let input = try context.completeRelation(from)
+        if context.isIncremental, let replaced = input as? ReplacedRows, let output = try rollupChanged(replaced, context) {
+            return output
+        }
+        let output = try rollup(try input.materialize(context.scan))
         _ = try target.write(columns: output.schema, context: context, deleteMissing: true) { try $0(output) }
         context.metrics.produced(rows: output.count)
         return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    /// An incremental run: only the dimension groups (cells) that a replaced
+    /// row left or joined are rolled up again and rewritten; a cell left empty
+    /// is deleted. nil when a changed cell has a NULL dimension, which a
+    /// scoped write cannot address (then everything is rolled up).
+    private func rollupChanged(_ replaced: ReplacedRows, _ context: StageContext) throws -> StageOutput? {
+        var truncated: [Int64: Int64] = [:]
+        var cells: Set<[Value]> = []
+        for batch in [replaced.before, replaced.after] {
+            let columns = try dimensionColumns(of: batch)
+            for row in 0..<batch.count { cells.insert(cell(columns, row, &truncated)) }
+        }
+        if cells.contains(where: { $0.contains(.null) }) { return nil }
+        let all = try replaced.table.materialize(context.scan)
+        let columns = try dimensionColumns(of: all)
+        var inCells = Batch(schema: all.schema)
+        for row in 0..<all.count where cells.contains(cell(columns, row, &truncated)) { inCells.append(row: all.row(row)) }
+        let output = try rollup(inCells)
+        var scope = Batch(schema: Array(output.schema.prefix(dimensions.count)))
+        for key in cells.sorted(by: { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }) { scope.append(row: key) }
+        _ = try target.write(columns: output.schema, context: context, deleteMissing: true, scope: scope) { try $0(output) }
+        context.metrics.produced(rows: output.count)
+        context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count)])
+        return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    private func dimensionColumns(of batch: Batch) throws -> [Column] {
+        try dimensions.map { batch.columns[try batch.require($0.column, in: "input '\(from)'")] }
+    }
+
+    /// A row's dimension values, dates truncated as declared (each distinct date once).
+    private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [Int64: Int64]) -> [Value] {
+        dimensions.indices.map { index in
+            let value = columns[index].value(at: row)
+            guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
+            if let first = truncated[day] { return .int(first) }
+            let date = CivilDate(pgDays: day)
+            let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
+            truncated[day] = first
+            return .int(first)
+        }
     }
 
     /// The rollup itself, without writing: one row per dimension group (and unpivot name).
@@ -199,15 +245,7 @@ public struct MetricRollup: Stage {
             let numerator = try levels.map { try column($0.numerator, fields) }
             let denominator = try levels.map { try column($0.denominator, fields) }
             for row in 0..<input.count {
-                var key: [Value] = dimensions.indices.map { index in
-                    let value = dimensionColumns[index].value(at: row)
-                    guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
-                    if let first = truncated[day] { return .int(first) }
-                    let date = CivilDate(pgDays: day)
-                    let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
-                    truncated[day] = first
-                    return .int(first)
-                }
+                var key = cell(dimensionColumns, row, &truncated)
                 if let groupName { key.append(.text(groupName)) }
                 let slot = accumulators.slot(key)
                 accumulators.add(slot: slot)

@@ -26,7 +26,7 @@ struct WriteTarget: Sendable {
 
     /// Merges the batches into the table in one transaction and records the
     /// counts and the dataset in the stage's metrics.
-    func write(columns: [Field], context: StageContext, deleteMissing: Bool, scope: KeyScope? = nil,
+    func write(columns: [Field], context: StageContext, deleteMissing: Bool, scope: Batch? = nil,
                batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
         for name in key where !columns.contains(where: { $0.name == name }) {
             throw StageFailure.config("key column '\(name)' is not among the columns written to \(table)")
@@ -49,7 +49,7 @@ struct WriteTarget: Sendable {
     }
 
     /// Reads the table back, for `--select` runs that restore instead of recomputing.
-    func read(columns: [Field]) -> any Relation {
+    func read(columns: [Field]) -> CopyRelation {
         CopyRelation(connection: connection,
                      sql: "SELECT \(columns.map { SQL.ident($0.name) }.joined(separator: ", ")) FROM \(SQL.qualified(table))",
                      schema: columns, batchRows: 65_536)

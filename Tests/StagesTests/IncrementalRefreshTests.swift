@@ -176,6 +176,42 @@ final class IncrementalRefreshTests: XCTestCase {
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
     }
 
+    func testAPairMovedToAnotherCellLeavesNoEmptyMetricRowBehind() async throws {
+        let source = try Incremental.privateSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        // A pair alone in its metric cell (partner, program, cohort month)...
+        let dw = try TestDatabase.connect(warehouse)
+        let alone = try dw.query("""
+            SELECT f.user_id, f.program_id, f.partnerorg_id, m.cohort_month::text, f.program_start::text
+            FROM dw.userprogram_fact f JOIN dw.engagement_metric m
+              ON m.partnerorg_id = f.partnerorg_id AND m.program_id = f.program_id
+             AND m.cohort_month = date_trunc('month', f.start_date)::date AND m.window_name = 'month1'
+            WHERE m.users = 1 ORDER BY f.user_id, f.program_id LIMIT 1
+            """).rows
+        guard let pair = alone.first, let user = pair[0], let program = pair[1], let partner = pair[2],
+              let cohort = pair[3], let start = pair[4] else { return XCTFail("the sample has no metric cell with one pair") }
+        // ...gets an earlier experience through another partner's number: it moves to another cell.
+        let otherNumber = partner == "1" ? "2261234501" : "8047100037"
+        try TestDatabase.connect(source).execute("""
+            INSERT INTO experience (id, user_id, program_id, provider_number, phone, created_on)
+            SELECT max(id) + 1, \(user), \(program), '\(otherNumber)', NULL, '\(start)'::timestamptz - interval '40 days' FROM experience
+            """)
+
+        let moved = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        XCTAssertEqual(moved.status, .succeeded, moved.summaryTable)
+        XCTAssertTrue(moved.refresh?.hasPrefix("incremental") == true, "refresh: \(moved.refresh ?? "nil")")
+        let left = try dw.query("""
+            SELECT count(*) FROM dw.engagement_metric WHERE partnerorg_id = \(partner) AND program_id = \(program)
+              AND cohort_month = '\(cohort)'::date
+            """).int(0, 0)
+        XCTAssertEqual(left, 0, "the emptied cell (\(partner), \(program), \(cohort)) is still there")
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
     func testChangedReferenceDataForcesAFullRefreshNamingTheExtract() async throws {
         let source = try Incremental.privateSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")

@@ -15,7 +15,7 @@ final class ScopedWriteTests: XCTestCase {
     private func write(_ connection: PGConnection, _ rows: [(Int64, Int64, Int64)], scope: KeyScope?) throws -> WriteCounts {
         let writer = TableWriter(table: "dw.scoped", columns: columns, key: ["user_id", "program_id"])
         let rows = batch(rows)
-        return try writer.write(connection, runID: UUID(), deleteMissing: true, scope: scope) { try $0(rows) }
+        return try writer.write(connection, runID: UUID(), deleteMissing: true, scope: scope?.batch) { try $0(rows) }
     }
 
     private func contents(_ connection: PGConnection) throws -> [String] {

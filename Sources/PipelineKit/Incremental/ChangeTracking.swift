@@ -18,6 +18,14 @@ public struct KeyScope: Sendable {
 
     public var count: Int { first.count }
 
+    /// The groups as rows of bigint key columns, e.g. for a writer's scope.
+    public var batch: Batch {
+        var batch = Batch(schema: columns.map { Field($0, .bigint) }, capacity: count)
+        batch.columns[0].ints = first
+        if columns.count > 1 { batch.columns[1].ints = second }
+        return batch
+    }
+
     /// The groups in `parts` slices of about equal size (fewer when there are fewer groups).
     public func split(into parts: Int) -> [KeyScope] {
         let size = max(1, (count + parts - 1) / max(1, parts))
@@ -72,4 +80,22 @@ public struct EmptyRelation: Relation {
     public let schema: [Field]
     public init(schema: [Field]) { self.schema = schema }
     public func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {}
+}
+
+/// A table after an incremental write, with the versions before and after
+/// of the rows that write replaced, so that a stage aggregating the table
+/// can redo only the aggregates those rows belong to.
+public struct ReplacedRows: Relation {
+    public let table: any Relation
+    public let before: Batch
+    public let after: Batch
+
+    public init(table: any Relation, before: Batch, after: Batch) {
+        self.table = table
+        self.before = before
+        self.after = after
+    }
+
+    public var schema: [Field] { table.schema }
+    public func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try table.scan(context, body) }
 }

@@ -23,14 +23,15 @@ public struct TableWriter: Sendable {
     /// Writes `batches` and returns what changed. `inTransaction` runs inside
     /// the same transaction before COMMIT (e.g. to record lineage).
     ///
-    /// With a `scope` (an incremental result), only keys inside the scope are
-    /// replaced: those in scope that `batches` no longer produce are deleted,
-    /// rows outside it are left alone.
-    public func write(_ connection: PGConnection, runID: UUID, deleteMissing: Bool, scope: KeyScope? = nil,
+    /// With a `scope` (an incremental result), only the part of the table
+    /// whose `scope` columns match one of its rows is replaced: rows there
+    /// that `batches` no longer produce are deleted, rows elsewhere are left
+    /// alone. Scope values are compared with `=`, so a NULL matches nothing.
+    public func write(_ connection: PGConnection, runID: UUID, deleteMissing: Bool, scope: Batch? = nil,
                       batches: ((Batch) throws -> Void) throws -> Void,
                       inTransaction: (PGConnection, WriteCounts) throws -> Void = { _, _ in }) throws -> WriteCounts {
-        if let scope, let stray = scope.columns.first(where: { name in !columns.contains { $0.name == name } }) {
-            throw StageFailure.config("the changed groups are keyed by '\(stray)', which \(table) does not have; write the group columns (\(scope.columns.joined(separator: ", "))) to the table")
+        if let scope, let stray = scope.schema.first(where: { field in !columns.contains { $0.name == field.name } }) {
+            throw StageFailure.config("the changed part is keyed by '\(stray.name)', which \(table) does not have; write the columns (\(scope.schema.map(\.name).joined(separator: ", "))) to the table")
         }
         try ensureTable(connection)
         // The staging table is temporary, so it lives in the session's local
@@ -65,21 +66,7 @@ public struct TableWriter: Sendable {
         var staged = 0
         try connection.copyIn("COPY \(staging) (\(columnList)) FROM STDIN") { writer in
             try batches { batch in
-                let batchColumns = columns.map { field in batch.columns[batch.index(of: field.name)!] }
-                var bytes: [UInt8] = []
-                bytes.reserveCapacity(1 << 16)
-                for row in 0..<batch.count {
-                    for (index, column) in batchColumns.enumerated() {
-                        if index > 0 { bytes.append(UInt8(ascii: "\t")) }
-                        CopyTextEncoder.append(column, row: row, to: &bytes)
-                    }
-                    bytes.append(UInt8(ascii: "\n"))
-                    if bytes.count >= 1 << 16 {
-                        try writer.write(bytes: bytes)
-                        bytes.removeAll(keepingCapacity: true)
-                    }
-                }
-                try writer.write(bytes: bytes)
+                try Self.copy(batch, columns: columns.map(\.name), to: writer)
                 staged += batch.count
             }
         }
@@ -137,24 +124,37 @@ public struct TableWriter: Sendable {
         return counts
     }
 
-    /// Deletes the rows of groups in `scope` whose keys were not staged.
-    private func deleteUnproduced(in scope: KeyScope, _ connection: PGConnection) throws -> Int {
+    /// COPY text rows of `batch`'s `columns`, in that order.
+    private static func copy(_ batch: Batch, columns: [String], to writer: CopyInWriter) throws {
+        let batchColumns = columns.map { name in batch.columns[batch.index(of: name)!] }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(1 << 16)
+        for row in 0..<batch.count {
+            for (index, column) in batchColumns.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: "\t")) }
+                CopyTextEncoder.append(column, row: row, to: &bytes)
+            }
+            bytes.append(UInt8(ascii: "\n"))
+            if bytes.count >= 1 << 16 {
+                try writer.write(bytes: bytes)
+                bytes.removeAll(keepingCapacity: true)
+            }
+        }
+        try writer.write(bytes: bytes)
+    }
+
+    /// Deletes the rows in `scope` whose keys were not staged. The scope's
+    /// values travel as COPY data, like the rows themselves.
+    private func deleteUnproduced(in scope: Batch, _ connection: PGConnection) throws -> Int {
         guard scope.count > 0 else { return 0 }
         let scopeTable = "pipelinekit_scope"
-        let scopeColumns = scope.columns.map(SQL.ident).joined(separator: ", ")
+        let names = scope.schema.map(\.name)
+        let scopeColumns = names.map(SQL.ident).joined(separator: ", ")
         try connection.execute("CREATE TEMP TABLE \(scopeTable) ON COMMIT DROP AS SELECT \(scopeColumns) FROM \(quotedTable) WITH NO DATA")
         try connection.copyIn("COPY \(scopeTable) (\(scopeColumns)) FROM STDIN") { writer in
-            var text = ""
-            for index in 0..<scope.count {
-                text += scope.second.isEmpty ? "\(scope.first[index])\n" : "\(scope.first[index])\t\(scope.second[index])\n"
-                if text.utf8.count >= 1 << 16 {
-                    try writer.write(text)
-                    text = ""
-                }
-            }
-            try writer.write(text)
+            try Self.copy(scope, columns: names, to: writer)
         }
-        let inScope = scope.columns.map { "c.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
+        let inScope = names.map { "c.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         let staged = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         return try connection.query("""
             DELETE FROM \(quotedTable) AS t USING \(scopeTable) AS c
