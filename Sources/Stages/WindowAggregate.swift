@@ -235,6 +235,11 @@ public struct WindowAggregate: Stage {
         return fields
     }
 
+    /// Fetching a group's events by key is random access on the source; once
+    /// more than this fraction (1/n) of the groups changed, e.g. after a long
+    /// gap between runs, one sequential read of all events is cheaper.
+    static let changedShareForFullRecompute = 4
+
     public func run(_ context: StageContext) throws -> StageOutput {
         var lookups: [String: Lookup] = [:]
         for attribute in attributes { if case .lookup(let input, _, _, _) = attribute.source { lookups[input] = try context.lookup(input) } }
@@ -246,7 +251,8 @@ public struct WindowAggregate: Stage {
         let events = try context.completeRelation(eventsFrom)
         if let previous = context.refresh?.previous,
            let changed = try ChangedGroups.find(stage: self, groups: groups, lookups: lookups, anchor: anchor, events: events,
-                                                previousAsOf: previous.asOf, context: context) {
+                                                previousAsOf: previous.asOf, context: context),
+           changed.keys.count <= groups.groupCount / Self.changedShareForFullRecompute {
             // Only the changed groups: their events are read again in full, by key, from the source.
             let scope = changed.scope(columns: groupBy)
             let only = Set(changed.keys.compactMap { groups.index[$0] })

@@ -113,12 +113,30 @@ final class IncrementalRefreshTests: XCTestCase {
         let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
         XCTAssertEqual(first.status, .succeeded, first.summaryTable)
 
-        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-11-15")
+        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
         XCTAssertEqual(later.status, .succeeded, later.summaryTable)
         XCTAssertTrue(later.refresh?.hasPrefix("incremental") == true, "refresh: \(later.refresh ?? "nil")")
-        XCTAssertGreaterThan(later.stage("userprogram_fact")?.written?.updated ?? 0, 0, later.summaryTable)
+        let recomputed = later.stage("userprogram")?.rowsOut ?? 0
+        XCTAssertGreaterThan(recomputed, 0, later.summaryTable)
+        XCTAssertLessThan(recomputed, (first.stage("userprogram")?.rowsOut ?? 0) / 4, "only the pairs whose windows closed")
+        XCTAssertEqual(later.stage("userprogram_fact")?.written?.updated, recomputed, later.summaryTable)
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-11-15")
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+
+    func testAfterALongGapMostPairsChangedSoAllAreRecomputedInOneRead() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-03-01")
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-12-15")
+        XCTAssertEqual(later.status, .succeeded, later.summaryTable)
+        XCTAssertTrue(later.refresh?.hasPrefix("incremental") == true, "refresh: \(later.refresh ?? "nil")")
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-12-15")
+        let pairs = try XCTUnwrap(TestDatabase.connect(full).query("SELECT count(*) FROM dw.userprogram_fact").int(0, 0))
+        XCTAssertEqual(later.stage("userprogram")?.rowsOut, pairs, "more than a quarter changed: every pair is recomputed")
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
     }
 
