@@ -94,7 +94,11 @@ public struct PgExtract: WatermarkSource {
         // The run could not read this tracked extract's watermark when it
         // started: reading it again reports why, as this stage's failure, with
         // retries. (An untracked extract's rows are met by the stage scanning them.)
-        if tracking != nil && refresh.current[context.stageID] == nil { _ = try currentWatermark(context) }
+        if tracking != nil && refresh.current[context.stageID] == nil {
+            _ = try context.connections.with(connection) { connection in
+                try connection.transaction(PGConnection.watermarkTransaction) { try currentWatermark(connection) }
+            }
+        }
         return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, id: context.stageID)))
     }
 
@@ -132,32 +136,29 @@ public struct PgExtract: WatermarkSource {
     }
 
     public var isTracked: Bool { tracking != nil }
+    public var sourceConnection: String { connection }
 
     /// A tracked extract: the highest key and the snapshot it was read in.
     /// An untracked one: a SHA-256 of its rows (meant for small reference data).
-    public func currentWatermark(_ context: StageContext) throws -> Watermark {
-        try context.connections.with(connection) { connection in
-            try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            defer { _ = try? connection.execute("ROLLBACK") }
-            if let tracking {
-                let result = try connection.query("""
-                    SELECT max(\(SQL.ident(tracking.key)))::text, pg_current_snapshot()::text FROM \(SQL.qualified(table!))
-                    """ + (predicate.map { " WHERE \($0)" } ?? ""))
-                guard let snapshot = result.string(0, 1) else { throw StageFailure.config("no snapshot from the source") }
-                let high = try result.string(0, 0).map { text -> Int64 in
-                    guard let value = Int64(text) else {
-                        throw StageFailure.config("tracking_key '\(tracking.key)' must be an integer column (its maximum is '\(text)')")
-                    }
-                    return value
+    public func currentWatermark(_ connection: PGConnection) throws -> Watermark {
+        if let tracking {
+            let result = try connection.query("""
+                SELECT max(\(SQL.ident(tracking.key)))::text, pg_current_snapshot()::text FROM \(SQL.qualified(table!))
+                """ + (predicate.map { " WHERE \($0)" } ?? ""))
+            guard let snapshot = result.string(0, 1) else { throw StageFailure.config("no snapshot from the source") }
+            let high = try result.string(0, 0).map { text -> Int64 in
+                guard let value = Int64(text) else {
+                    throw StageFailure.config("tracking_key '\(tracking.key)' must be an integer column (its maximum is '\(text)')")
                 }
-                return .tracked(key: tracking.key, high: high, snapshot: snapshot)
+                return value
             }
-            let digest = try connection.query("""
-                SELECT encode(sha256(convert_to(coalesce(string_agg(q::text, E'\\n' ORDER BY q::text), ''), 'UTF8')), 'hex')
-                FROM (\(selectSQL)) AS q
-                """).string(0, 0) ?? ""
-            return .content(sha256: digest)
+            return .tracked(key: tracking.key, high: high, snapshot: snapshot)
         }
+        let digest = try connection.query("""
+            SELECT encode(sha256(convert_to(coalesce(string_agg(q::text, E'\\n' ORDER BY q::text), ''), 'UTF8')), 'hex')
+            FROM (\(selectSQL)) AS q
+            """).string(0, 0) ?? ""
+        return .content(sha256: digest)
     }
 
     /// An extract is a view of its source: restoring it is running it.

@@ -43,7 +43,7 @@ struct ChangedGroups {
         try changes.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: "changes of '\(stage.anchorFrom)'")] }
             for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) {
-                add(GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0), "new_anchor_rows")
+                add(GroupKey(keys, row: row), "new_anchor_rows")
             }
         }
     }
@@ -74,8 +74,7 @@ struct ChangedGroups {
         let (low, high) = (previous.pgDays, asOf.pgDays)
         guard high > low else { return }
         for (key, group) in groups.index {
-            let ends = groups.windowEnd[(Int(group) * groups.windowCount)..<((Int(group) + 1) * groups.windowCount)]
-            if ends.contains(where: { $0.map { $0 > low && $0 <= high } ?? false }) { add(key, "windows_closed") }
+            if groups.windowEnds(of: Int(group)).contains(where: { $0.map { $0 > low && $0 <= high } ?? false }) { add(key, "windows_closed") }
         }
     }
 
@@ -88,12 +87,11 @@ struct ChangedGroups {
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
             for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) && !time.isNull(row) {
-                let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
+                let key = GroupKey(keys, row: row)
                 guard let group = groups.index[key].map(Int.init) else { continue }
                 let day = mapper.localDay(micros: time.ints[row])
                 guard day >= groups.startDay[group] else { continue }
-                let ends = groups.windowEnd[(group * groups.windowCount)..<((group + 1) * groups.windowCount)]
-                if ends.contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }
+                if groups.windowEnds(of: group).contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }
             }
         }
     }

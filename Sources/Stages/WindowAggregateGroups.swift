@@ -5,6 +5,16 @@ import PipelineKit
 struct GroupKey: Hashable {
     let a: Int64
     let b: Int64
+
+    init(a: Int64, b: Int64) {
+        self.a = a
+        self.b = b
+    }
+
+    /// The key of `row` in one or two (non-NULL) integer key columns.
+    init(_ keys: [Column], row: Int) {
+        self.init(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
+    }
 }
 
 /// Per-group state of a `windowAggregate`, in flat arrays indexed by group
@@ -28,6 +38,11 @@ struct GroupTable {
     var windowCount: Int { stage.windows.count }
     var measureCount: Int { stage.measures.count }
     var groupCount: Int { anchorRow.count }
+
+    /// A group's window ends, in window order; nil for an open-ended window.
+    func windowEnds(of group: Int) -> ArraySlice<Int64?> {
+        windowEnd[(group * windowCount)..<((group + 1) * windowCount)]
+    }
 
     init(stage: WindowAggregate, anchor: Batch, lookups: [String: Lookup], context: StageContext) throws {
         self.stage = stage
@@ -54,7 +69,7 @@ struct GroupTable {
             if times.isNull(row) { nullTimes += 1; continue }
             // An infinite start has no calendar date to count windows from.
             if PGTime.isInfinite(micros: times.ints[row]) { infiniteTimes += 1; continue }
-            let key = GroupKey(a: keys[0].ints[row], b: keys.count > 1 ? keys[1].ints[row] : 0)
+            let key = GroupKey(keys, row: row)
             if let current = best[key] {
                 let (t, u) = (times.ints[row], times.ints[current])
                 let earlier = t < u || (t == u && tiePosition.map { anchor.columns[$0].value(at: row) } .map {

@@ -14,14 +14,11 @@ final class IncrementalRefreshTests: XCTestCase {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
         XCTAssertEqual(first.refresh, "full refresh: no earlier run has committed refresh state (first run)")
 
         try Incremental.arrive(source)
-        let second = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-20")
-        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
-        XCTAssertTrue(second.refresh?.hasPrefix("incremental") == true, "refresh: \(second.refresh ?? "nil")")
+        let second = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-20")
         XCTAssertGreaterThan(second.stage("userprogram_fact")?.written?.inserted ?? 0, 0,
                              "the arriving users' programs are new fact rows\n\(second.summaryTable)")
 
@@ -43,8 +40,7 @@ final class IncrementalRefreshTests: XCTestCase {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
 
         // A held-back call that completes a lesson nobody else completed for
         // its (user, program), well inside month 1, so its window is closed
@@ -87,16 +83,12 @@ final class IncrementalRefreshTests: XCTestCase {
         let other = try TestDatabase.connect(source)
         try other.execute(insert(otherID, as: maxID + 10))
 
-        let during = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-05")
-        XCTAssertEqual(during.status, .succeeded, during.summaryTable)
-        XCTAssertTrue(during.refresh?.hasPrefix("incremental") == true, "refresh: \(during.refresh ?? "nil")")
+        let during = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
         let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)"
         let factWithoutTheCall = try Incremental.rows(TestDatabase.connect(warehouse), factSQL)
 
         try open.execute("COMMIT")
-        let after = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-05")
-        XCTAssertEqual(after.status, .succeeded, after.summaryTable)
-        XCTAssertTrue(after.refresh?.hasPrefix("incremental") == true, "refresh: \(after.refresh ?? "nil")")
+        let after = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
 
         let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-05")
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
@@ -110,12 +102,9 @@ final class IncrementalRefreshTests: XCTestCase {
     func testWindowsClosingBetweenRunsWithoutNewDataAreRecomputed() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
 
-        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(later.status, .succeeded, later.summaryTable)
-        XCTAssertTrue(later.refresh?.hasPrefix("incremental") == true, "refresh: \(later.refresh ?? "nil")")
+        let later = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
         let recomputed = later.stage("userprogram")?.rowsOut ?? 0
         XCTAssertGreaterThan(recomputed, 0, later.summaryTable)
         XCTAssertLessThan(recomputed, (first.stage("userprogram")?.rowsOut ?? 0) / 4, "only the pairs whose windows closed")
@@ -128,12 +117,9 @@ final class IncrementalRefreshTests: XCTestCase {
     func testAfterALongGapMostPairsChangedSoAllAreRecomputedInOneRead() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-03-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-03-01")
 
-        let later = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-12-15")
-        XCTAssertEqual(later.status, .succeeded, later.summaryTable)
-        XCTAssertTrue(later.refresh?.hasPrefix("incremental") == true, "refresh: \(later.refresh ?? "nil")")
+        let later = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-12-15")
         let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-12-15")
         let pairs = try XCTUnwrap(TestDatabase.connect(full).query("SELECT count(*) FROM dw.userprogram_fact").int(0, 0))
         XCTAssertEqual(later.stage("userprogram")?.rowsOut, pairs, "more than a quarter changed: every pair is recomputed")
@@ -143,12 +129,9 @@ final class IncrementalRefreshTests: XCTestCase {
     func testARunWithNoNewDataChangesNothing() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
-        let again = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(again.status, .succeeded, again.summaryTable)
-        XCTAssertTrue(again.refresh?.hasPrefix("incremental") == true, "refresh: \(again.refresh ?? "nil")")
+        let again = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
         let written = try XCTUnwrap(again.stage("userprogram_fact")?.written, again.summaryTable)
         XCTAssertEqual(written.changed, 0, "userprogram_fact: \(written)")
         XCTAssertEqual(again.stage("userprogram")?.rowsOut, 0, again.summaryTable)
@@ -160,8 +143,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testAnEarlierAsOfIsRefusedUnlessFullRefresh() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         do {
             let report = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
@@ -170,8 +152,7 @@ final class IncrementalRefreshTests: XCTestCase {
             XCTAssertTrue(refused.description.contains("--full-refresh"), refused.description)
         }
 
-        let rebuilt = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01", fullRefresh: true)
-        XCTAssertEqual(rebuilt.status, .succeeded, rebuilt.summaryTable)
+        let rebuilt = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01", fullRefresh: true)
         XCTAssertEqual(rebuilt.refresh, "full refresh: --full-refresh was given")
         let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-01")
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
@@ -180,12 +161,10 @@ final class IncrementalRefreshTests: XCTestCase {
     func testChangingAVariableForcesAFullRefreshNamingIt() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         let stricter = [(name: "min_listen_secs", value: "45")]
-        let changed = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: stricter)
-        XCTAssertEqual(changed.status, .succeeded, changed.summaryTable)
+        let changed = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: stricter)
         XCTAssertTrue(changed.refresh?.hasPrefix("full refresh: variable 'min_listen_secs' changed") == true,
                       "refresh: \(changed.refresh ?? "nil")")
         XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, changed.summaryTable)
@@ -197,8 +176,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testAPairMovedToAnotherCellLeavesNoEmptyMetricRowBehind() async throws {
         let source = try Incremental.privateSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         // A pair alone in its metric cell (partner, program, cohort month)...
         let dw = try TestDatabase.connect(warehouse)
@@ -218,9 +196,7 @@ final class IncrementalRefreshTests: XCTestCase {
             SELECT max(id) + 1, \(user), \(program), '\(otherNumber)', NULL, '\(start)'::timestamptz - interval '40 days' FROM experience
             """)
 
-        let moved = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(moved.status, .succeeded, moved.summaryTable)
-        XCTAssertTrue(moved.refresh?.hasPrefix("incremental") == true, "refresh: \(moved.refresh ?? "nil")")
+        let moved = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
         let left = try dw.query("""
             SELECT count(*) FROM dw.engagement_metric WHERE partnerorg_id = \(partner) AND program_id = \(program)
               AND cohort_month = '\(cohort)'::date
@@ -233,13 +209,11 @@ final class IncrementalRefreshTests: XCTestCase {
     func testChangedReferenceDataForcesAFullRefreshNamingTheExtract() async throws {
         let source = try Incremental.privateSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         // Partner 2 moves to partner 1's number: its experiences now match partner 1.
         try TestDatabase.connect(source).execute("UPDATE partner SET provider_number = '8047100037' WHERE id = 2")
-        let changed = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(changed.status, .succeeded, changed.summaryTable)
+        let changed = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
         XCTAssertTrue(changed.refresh?.hasPrefix("full refresh: the content of extract 'partners' changed") == true,
                       "refresh: \(changed.refresh ?? "nil")")
         XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, "the change must move fact rows")
@@ -251,8 +225,7 @@ final class IncrementalRefreshTests: XCTestCase {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
         try Incremental.arrive(source)
 
         // New and updated fact rows violate the constraint; existing rows are not checked.
@@ -267,8 +240,7 @@ final class IncrementalRefreshTests: XCTestCase {
                        "the failed run moved userprogram_fact's refresh state")
 
         try dw.execute("ALTER TABLE dw.userprogram_fact DROP CONSTRAINT no_new")
-        let retried = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-20")
-        XCTAssertEqual(retried.status, .succeeded, retried.summaryTable)
+        let retried = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-20")
         XCTAssertTrue(retried.refresh?.hasPrefix("incremental since run \(first.runID.uuidString.lowercased().prefix(8))") == true,
                       "refresh: \(retried.refresh ?? "nil")")
         XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), retried.runID.uuidString.lowercased())
@@ -280,11 +252,8 @@ final class IncrementalRefreshTests: XCTestCase {
     func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
-        let second = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
-        XCTAssertTrue(second.refresh?.hasPrefix("incremental") == true, "refresh: \(second.refresh ?? "nil")")
+        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let second = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         let dw = try TestDatabase.connect(warehouse)
         let refresh = try dw.query("""
@@ -388,6 +357,23 @@ enum Incremental {
                     variables: [(name: String, value: String)] = []) async throws -> RunReport {
         try await Dost.run(try load(source: source, warehouse: warehouse, asOf: asOf, variables: variables),
                            fullRefresh: fullRefresh)
+    }
+
+    /// A run that must succeed.
+    static func succeed(source: String, warehouse: String, asOf: String, fullRefresh: Bool = false,
+                        variables: [(name: String, value: String)] = [],
+                        file: StaticString = #filePath, line: UInt = #line) async throws -> RunReport {
+        let report = try await run(source: source, warehouse: warehouse, asOf: asOf, fullRefresh: fullRefresh, variables: variables)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable, file: file, line: line)
+        return report
+    }
+
+    /// A run that must succeed as an incremental refresh.
+    static func succeedIncrementally(source: String, warehouse: String, asOf: String,
+                                     file: StaticString = #filePath, line: UInt = #line) async throws -> RunReport {
+        let report = try await succeed(source: source, warehouse: warehouse, asOf: asOf, file: file, line: line)
+        XCTAssertTrue(report.refresh?.hasPrefix("incremental") == true, "refresh: \(report.refresh ?? "nil")", file: file, line: line)
+        return report
     }
 
     /// A fresh warehouse built by one full refresh.

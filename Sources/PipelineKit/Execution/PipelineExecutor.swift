@@ -69,11 +69,11 @@ public final class PipelineExecutor: Sendable {
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
         // Decided under the lock, so no concurrent run moves the state in between.
-        let (pipeline, plan, options, runID, cancellation) = (self.pipeline, self.plan, self.options, self.runID, self.cancellation)
+        let (pipeline, plan, options, cancellation) = (self.pipeline, self.plan, self.options, self.cancellation)
         let refresh: RefreshPlan?
         do {
             refresh = try await onOwnThread {
-                try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, runID: runID, cancellation: cancellation)
+                try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, cancellation: cancellation)
             }
         } catch where cancellation.isCancelled {
             let stages = plan.order.filter(needed.contains).compactMap(pipeline.stage).map {

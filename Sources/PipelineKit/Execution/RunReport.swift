@@ -34,19 +34,7 @@ public struct RunReport: Sendable, Codable {
     public var seconds: Double
     public var stages: [StageReport]
     /// "full refresh: REASON" or "incremental since run ..."; nil when nothing is tracked.
-    public var refresh: String?
-
-    public init(runID: UUID, pipeline: String, asOf: String, status: Status, startedAt: Date, seconds: Double,
-                stages: [StageReport], refresh: String? = nil) {
-        self.runID = runID
-        self.pipeline = pipeline
-        self.asOf = asOf
-        self.status = status
-        self.startedAt = startedAt
-        self.seconds = seconds
-        self.stages = stages
-        self.refresh = refresh
-    }
+    public var refresh: String? = nil
 
     public func stage(_ id: String) -> StageReport? { stages.first { $0.id == id } }
 

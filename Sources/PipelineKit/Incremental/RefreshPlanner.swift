@@ -7,58 +7,79 @@ import Logging
 /// otherwise differ from a rebuild's.
 enum RefreshPlanner {
     /// nil when the pipeline tracks no extract (every run is a full refresh).
-    static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions, runID: UUID,
+    static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions,
                      cancellation: Cancellation) throws -> RefreshPlan? {
         let sources = pipeline.stages.compactMap { stage in
             (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) }
         }
         guard sources.contains(where: { $0.source.isTracked }) else { return nil }
-        guard let warehouse = pipeline.warehouse, let definition = pipeline.connections[warehouse] else {
+        guard let warehouse = pipeline.warehouse, pipeline.connections[warehouse] != nil else {
             options.logger.warning("tracked extracts keep their watermarks in the warehouse, and the pipeline names none (defaults.warehouse): every run is a full refresh")
             return nil
         }
-        var current: [String: Watermark] = [:]
-        var unreadable: [String] = []
-        for (id, source) in sources {
-            let context = StageContext(
-                pipelineName: pipeline.name, runID: runID, stageID: id, attempt: 1, logger: options.logger,
-                variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh, inputs: [:],
-                connections: ConnectionProvider(pipelineName: pipeline.name, stageID: id,
-                                                definitions: pipeline.connections, cancellation: cancellation),
-                cancellation: cancellation, metrics: StageMetrics())
-            do {
-                current[id] = try source.currentWatermark(context)
-            } catch {
-                if cancellation.isCancelled { throw error }
-                // The stage meets the same error when it runs and reports it
-                // there, with its retries; this run just cannot be incremental,
-                // and without this watermark the next one cannot either.
-                options.logger.warning("cannot read the watermark of an extract", metadata: ["stage": .string(id), "error": .string("\(error)")])
-                unreadable.append(id)
-            }
-        }
+        let connections = ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
+                                             definitions: pipeline.connections, cancellation: cancellation)
+        let (current, unreadable) = try watermarks(of: sources, connections: connections, logger: options.logger,
+                                                   cancellation: cancellation)
+        let fingerprint = RefreshFingerprint(pipeline: pipeline)
         let states: [String: RefreshState]
         do {
-            let connection = try PGConnection(definition.info, applicationName: String("runner/\(pipeline.name)/refresh".utf8.prefix(63))!)
-            cancellation.track(connection)
-            defer { cancellation.untrack(connection) }
-            try RefreshStateStore.ensureSchema(connection)
-            states = try RefreshStateStore.load(connection, pipeline: pipeline.name)
+            states = try connections.with(warehouse) { connection in
+                try RefreshStateStore.ensureSchema(connection)
+                return try RefreshStateStore.load(connection, pipeline: pipeline.name)
+            }
         } catch {
             // A full refresh is always correct; the writing stages meet the
             // same warehouse with their retries and report what is wrong.
             options.logger.warning("cannot read the refresh state", metadata: ["error": .string("\(error)")])
             return RefreshPlan(mode: .full(reason: "the warehouse's refresh state could not be read"), current: current,
-                               fingerprint: RefreshFingerprint(pipeline: pipeline), asOf: pipeline.asOf)
+                               fingerprint: fingerprint, asOf: pipeline.asOf)
         }
         let writers = pipeline.stages.filter { plan.selected.contains($0.id) && !$0.implementation.tablesWritten.isEmpty }.map(\.id)
-        let fingerprint = RefreshFingerprint(pipeline: pipeline)
         var mode = try decide(asOf: pipeline.asOf, fullRefresh: options.fullRefresh, states: states, writers: writers,
                               fingerprint: fingerprint, current: current)
         if let first = unreadable.first, case .incremental = mode {
             mode = .full(reason: "the watermark of extract '\(first)' could not be read")
         }
         return RefreshPlan(mode: mode, current: current, fingerprint: fingerprint, asOf: pipeline.asOf)
+    }
+
+    /// Every source's watermark, in one session and one snapshot per source
+    /// connection; each read in a savepoint, so one failing leaves the others.
+    /// A source that cannot be read is listed instead: its stage meets the
+    /// same error when it runs and reports it there, with its retries; this
+    /// run just cannot be incremental, and without this watermark the next
+    /// one cannot either.
+    private static func watermarks(of sources: [(id: String, source: any WatermarkSource)], connections: ConnectionProvider,
+                                   logger: Logger, cancellation: Cancellation) throws -> ([String: Watermark], [String]) {
+        var current: [String: Watermark] = [:]
+        var unreadable: [String] = []
+        func failed(_ id: String, _ error: Error) {
+            logger.warning("cannot read the watermark of an extract", metadata: ["stage": .string(id), "error": .string("\(error)")])
+            unreadable.append(id)
+        }
+        for (name, group) in Dictionary(grouping: sources, by: \.source.sourceConnection).sorted(by: { $0.key < $1.key }) {
+            do {
+                try connections.with(name) { connection in
+                    try connection.transaction(PGConnection.watermarkTransaction) {
+                        for (id, source) in group {
+                            try connection.execute("SAVEPOINT watermark")
+                            do {
+                                current[id] = try source.currentWatermark(connection)
+                                try connection.execute("RELEASE SAVEPOINT watermark")
+                            } catch where !cancellation.isCancelled && connection.isAlive {
+                                try connection.execute("ROLLBACK TO SAVEPOINT watermark")
+                                failed(id, error)
+                            }
+                        }
+                    }
+                }
+            } catch {
+                if cancellation.isCancelled { throw error }
+                group.filter { current[$0.id] == nil && !unreadable.contains($0.id) }.forEach { failed($0.id, error) }
+            }
+        }
+        return (current, unreadable)
     }
 
     /// The decision itself, free of I/O so that every rule is pinned by a unit test.

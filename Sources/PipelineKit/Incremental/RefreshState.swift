@@ -33,15 +33,7 @@ public enum RefreshStateStore {
         """
 
     public static func ensureSchema(_ connection: PGConnection) throws {
-        try connection.execute("BEGIN")
-        do {
-            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended('pipelinekit:ddl', 0))")
-            try connection.execute(ddl)
-            try connection.execute("COMMIT")
-        } catch {
-            _ = try? connection.execute("ROLLBACK")
-            throw error
-        }
+        try connection.schemaChange { try connection.execute(ddl) }
     }
 
     /// Every writing stage's last committed state, by stage id.

@@ -30,9 +30,17 @@ public enum Watermark: Sendable, Equatable, Codable, CustomStringConvertible {
 
 /// A stage that can say, before the run reads anything, how far its source
 /// goes (pgExtract). Collected once at the start of every run of a pipeline
-/// with tracked extracts, so the whole run reads up to one consistent point.
+/// with tracked extracts: one session and one snapshot per source connection.
 public protocol WatermarkSource: Stage {
     /// Whether the stage follows new rows by a key (rather than by content).
     var isTracked: Bool { get }
-    func currentWatermark(_ context: StageContext) throws -> Watermark
+    /// The pipeline connection the stage reads from.
+    var sourceConnection: String { get }
+    /// The watermark, read inside `connection`'s open REPEATABLE READ transaction.
+    func currentWatermark(_ connection: PGConnection) throws -> Watermark
+}
+
+extension PGConnection {
+    /// The transaction watermarks are read in: one snapshot for all of them.
+    public static let watermarkTransaction = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 }

@@ -25,15 +25,7 @@ public enum LineageMirror {
         """
 
     static func ensureSchema(_ connection: PGConnection) throws {
-        try connection.execute("BEGIN")
-        do {
-            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended('pipelinekit:ddl', 0))")
-            try connection.execute(ddl)
-            try connection.execute("COMMIT")
-        } catch {
-            _ = try? connection.execute("ROLLBACK")
-            throw error
-        }
+        try connection.schemaChange { try connection.execute(ddl) }
     }
 
     /// Records a table write; call inside the transaction that writes the data.

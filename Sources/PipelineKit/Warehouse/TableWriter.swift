@@ -38,16 +38,11 @@ public struct TableWriter: Sendable {
         // buffers: 8 MB by default, which a large write would spill to disk.
         // (Only settable before the session's first temporary table.)
         _ = try? connection.execute("SET temp_buffers = '256MB'")
-        try connection.execute("BEGIN")
-        do {
+        return try connection.transaction {
             var counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
             if let scope, deleteMissing { counts.deleted = try deleteUnproduced(in: scope, connection) }
             try inTransaction(connection, counts)
-            try connection.execute("COMMIT")
             return counts
-        } catch {
-            _ = try? connection.execute("ROLLBACK")
-            throw error
         }
     }
 
@@ -168,17 +163,9 @@ public struct TableWriter: Sendable {
         let schema = SQL.splitQualified(table).schema
         let definitions = columns.map { "\(SQL.ident($0.name)) \($0.type.sqlName)" }
             + ["_run_id uuid NOT NULL", "_updated_at timestamptz NOT NULL", "PRIMARY KEY (\(keyList))"]
-        // IF NOT EXISTS is not safe against a concurrent creator; a lock taken
-        // for this short transaction makes stages writing in parallel take turns.
-        try connection.execute("BEGIN")
-        do {
-            try connection.query("SELECT pg_advisory_xact_lock(hashtextextended('pipelinekit:ddl', 0))")
+        try connection.schemaChange {
             if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
             try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
-            try connection.execute("COMMIT")
-        } catch {
-            _ = try? connection.execute("ROLLBACK")
-            throw error
         }
         let existing = try connection.query("""
             SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
