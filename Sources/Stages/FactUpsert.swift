@@ -42,6 +42,12 @@ public struct FactUpsert: Stage {
                 }
             }
             context.metrics.produced(rows: rows)
+            // After a full write the table holds exactly the input's rows: when
+            // they are in memory already, downstream reads them there instead
+            // of reading the table back.
+            if let written = input as? MaterializedRelation {
+                return .table(name: target.table, relation: MaterializedRelation(try written.batch.projected(to: fields)))
+            }
             return .table(name: target.table, relation: target.read(columns: fields))
         }
         // An incremental input replaces only its groups. The rows it replaces

@@ -171,7 +171,10 @@ public struct MetricRollup: Stage {
             for row in 0..<batch.count { cells.insert(cell(columns, row, &truncated)) }
         }
         if cells.contains(where: { $0.contains(.null) }) { return nil }
-        let all = try replaced.table.materialize(context.scan)
+        // The server sends only the rows of changed cells when it can select them.
+        var table = replaced.table
+        if let copy = table as? CopyRelation, let predicate = cellPredicate(cells, schema: copy.schema) { table = copy.filtered(predicate) }
+        let all = try table.materialize(context.scan)
         let columns = try dimensionColumns(of: all)
         var inCells = Batch(schema: all.schema)
         for row in 0..<all.count where cells.contains(cell(columns, row, &truncated)) { inCells.append(row: all.row(row)) }
@@ -182,6 +185,41 @@ public struct MetricRollup: Stage {
         context.metrics.produced(rows: output.count)
         context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count)])
         return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    /// SQL selecting the rows of `cells` (dimension values, dates truncated)
+    /// from rows of `schema`; nil when a dimension's type has no literal form here.
+    func cellPredicate(_ cells: Set<[Value]>, schema: [Field]) -> String? {
+        guard !cells.isEmpty else { return "false" }
+        let types = dimensions.map { dimension in schema.first { $0.name == dimension.column }?.type }
+        guard types.allSatisfy({ [.smallint, .int, .bigint, .date, .text].contains($0) }) else { return nil }
+        // Truncated in date arithmetic: date_trunc would go through timestamptz and the session's zone.
+        let columns = dimensions.map { dimension in
+            let column = SQL.ident(dimension.column)
+            switch dimension.truncate {
+            case "month"?: return "(\(column) - (extract(day FROM \(column))::int - 1))"
+            case "year"?: return "make_date(extract(year FROM \(column))::int, 1, 1)"
+            default: return column
+            }
+        }
+        var tuples: [String] = []
+        for cell in cells.sorted(by: { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }) {
+            var literals: [String] = []
+            for (index, value) in cell.enumerated() {
+                switch value {
+                case .int(let number):
+                    guard types[index] == .date else { literals.append(String(number)); continue }
+                    // An infinite date has no month to select by.
+                    guard number != PGTime.infiniteDate && number != PGTime.minusInfiniteDate else { return nil }
+                    literals.append("'\(CivilDate(pgDays: number))'::date")
+                case .text(let text): literals.append(SQL.literal(text))
+                case .double, .null: return nil
+                }
+            }
+            tuples.append("(\(literals.joined(separator: ", ")))")
+        }
+        // IN (VALUES ...) is planned as a hash join, not one comparison per cell and row.
+        return "(\(columns.joined(separator: ", "))) IN (VALUES \(tuples.joined(separator: ", ")))"
     }
 
     private func dimensionColumns(of batch: Batch) throws -> [Column] {

@@ -19,6 +19,7 @@ public struct PgExtract: WatermarkSource {
         .required("columns", .dictionary(.string), "the columns to read, name: type (\(DataType.declarableNames)); checked against the source"),
         .optional("where", .string, "SQL predicate applied to the table"),
         .optional("batch_rows", .integer(min: 1), "rows per batch handed downstream (default 16384)"),
+        .optional("parallel", .integer(min: 1), "COPY streams reading a 'table' at once, each a range of its blocks, all in one snapshot (default 1); for large tables on a server with cores to spare"),
         .optional("incremental", .object([
             .required("tracking_key", .identifier, "an integer column that grows with every new row, e.g. a bigserial id (need not be among 'columns')"),
             .optional("lookback", .integer(min: 0), "keys below the last watermark re-checked for rows whose transaction committed late (default 100000)"),
@@ -31,6 +32,7 @@ public struct PgExtract: WatermarkSource {
     let predicate: String?
     let fields: [Field]
     let batchRows: Int
+    let streams: Int
     let tracking: (key: String, lookback: Int64)?
 
     public init(config: ConfigNode, build: StageBuild) throws {
@@ -39,12 +41,17 @@ public struct PgExtract: WatermarkSource {
         query = config["query"]?.string
         predicate = config["where"]?.string
         batchRows = config["batch_rows"]?.int ?? 16_384
+        streams = config["parallel"]?.int ?? 1
         if (table == nil) == (query == nil) {
             build.error(at: config, "give exactly one of 'table' or 'query'")
             throw StageBuild.Invalid()
         }
         if query != nil, let node = config["where"] {
             build.error(at: node, "'where' applies to 'table'; put the predicate inside the query")
+            throw StageBuild.Invalid()
+        }
+        if query != nil, let node = config["parallel"] {
+            build.error(at: node, "'parallel' divides a 'table' by its blocks; a query is read by one COPY")
             throw StageBuild.Invalid()
         }
         fields = try build.fields(config["columns"])
@@ -89,7 +96,11 @@ public struct PgExtract: WatermarkSource {
                 columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) }))
         }
         context.metrics.used(dataset)
-        let all = CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows)
+        var all = CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows)
+        if let table, streams > 1 {
+            all.split = .init(table: table, columns: fields.map { SQL.ident($0.name) }.joined(separator: ", "),
+                              predicate: predicate, streams: streams)
+        }
         guard let refresh = context.refresh else { return .relation(all) }
         // The run could not read this tracked extract's watermark when it
         // started: reading it again reports why, as this stage's failure, with
@@ -184,57 +195,3 @@ struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable {
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try all.scan(context, body) }
     func restricted(to scope: KeyScope) -> any Relation { all.restricted(to: scope) }
 }
-
-/// Rows of a SELECT, streamed by COPY each time it is scanned.
-struct CopyRelation: KeyRestrictable {
-    let connection: String
-    let sql: String
-    let schema: [Field]
-    let batchRows: Int
-
-    /// The same rows for some groups only, selected by the server (an index on the key columns makes it cheap).
-    func restricted(to scope: KeyScope) -> any Relation {
-        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(scope.sqlPredicate(qualifier: "whole"))",
-                     schema: schema, batchRows: batchRows)
-    }
-
-    func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
-        let (sql, schema, batchRows, connection) = (self.sql, self.schema, self.batchRows, self.connection)
-        let active = ActiveConnection()
-        // Reading and decoding run on their own thread, so the server keeps
-        // sending while the consumer aggregates the previous batches.
-        try Self.pipelined(produce: { emit in
-            try context.connections.with(connection) { connection in
-                active.set(connection)
-                defer { active.set(nil) }
-                // One read-only snapshot for the whole COPY.
-                try connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                defer { _ = try? connection.execute("ROLLBACK") }
-                var decoder = BinaryCopyDecoder(schema: schema, capacity: batchRows)
-                try connection.copyOut("COPY (\(sql)) TO STDOUT (FORMAT binary)") { row in
-                    try decoder.decode(row)
-                    if decoder.batch.count >= batchRows {
-                        try context.cancellation.check()
-                        let batch = decoder.takeBatch(capacity: batchRows)
-                        context.metrics.read(rows: batch.count)
-                        try emit(batch)
-                    }
-                }
-                let last = decoder.takeBatch(capacity: 0)
-                if last.count > 0 {
-                    context.metrics.read(rows: last.count)
-                    try emit(last)
-                }
-            }
-        }, interrupt: { active.cancel() }, body)
-    }
-}
-
-/// The connection a producer thread is using, so the consumer can interrupt it.
-final class ActiveConnection: @unchecked Sendable {
-    private let lock = NSLock()
-    private var connection: PGConnection?
-    func set(_ connection: PGConnection?) { lock.withLock { self.connection = connection } }
-    func cancel() { lock.withLock { connection }?.cancel() }
-}
-

@@ -114,6 +114,15 @@ struct GroupTable {
                 switch source {
                 case .anchor(let position):
                     values.append(anchor.columns[position].value(at: row))
+                case let .lookup(lookup, keyPositions, column, required)
+                    where lookup.isKeyedByInt && keyPositions.count == 1 && anchor.columns[keyPositions[0]].field.type.storage == .int:
+                    let key = anchor.columns[keyPositions[0]]
+                    let first = key.isNull(row) ? nil : lookup.firstPosition(forInt: key.ints[row])
+                    if required && first == nil {
+                        missing["\(stage.attributes[a].name)_not_found", default: 0] += 1
+                        dropped = true
+                    }
+                    values.append(first.map { lookup.rows.columns[column].value(at: $0) } ?? lookup.defaultRow?[column] ?? .null)
                 case let .lookup(lookup, keyPositions, column, required):
                     let raw = keyPositions.map { anchor.columns[$0].value(at: row) }
                     let cached = lookup.normalization.steps.isEmpty ? nil : resolved[a][raw]
@@ -228,7 +237,7 @@ struct GroupTable {
             spans[group * stride + 1 + windows] = latest
         }
         let lookupIndex = GroupIndex(only.map { only in index.filter { only.contains($0.value) } } ?? index)
-        var groupOf: [Int32] = [], dayOf: [Int64] = []
+        var cellOf: [Int32] = []
         var dense = DenseIndexer()
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
         try events.scan(context.scan) { batch in
@@ -249,16 +258,19 @@ struct GroupTable {
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
             }
-            // Pass 1: each event's group and local day (-1 when it counts nowhere).
+            // Pass 1: each event's cell (-1 when it counts nowhere): its group and
+            // the window with the earliest end after its day. Windows share their
+            // start, so an event in that window is in every window ending no
+            // earlier; `output` adds those up. One cell per event instead of one
+            // per window keeps the writes to one cache line.
             let count = batch.count
-            groupOf.removeAll(keepingCapacity: true)
-            dayOf.removeAll(keepingCapacity: true)
+            cellOf.removeAll(keepingCapacity: true)
             let keyA = keys[0].ints, keyANulls = keys[0].nulls
             let twoKeys = keys.count > 1
             let keyB = twoKeys ? keys[1].ints : [], keyBNulls = twoKeys ? keys[1].nulls : []
             let times = time.ints, timeNulls = time.nulls
             for row in 0..<count {
-                var group = -1, day: Int64 = 0
+                var cell = -1
                 if (!keyANulls.isEmpty && keyANulls[row]) || (twoKeys && !keyBNulls.isEmpty && keyBNulls[row]) {
                     nullKeys += 1
                 } else if !timeNulls.isEmpty && timeNulls[row] {
@@ -268,19 +280,23 @@ struct GroupTable {
                     if found < 0 {
                         withoutGroup += 1
                     } else {
-                        day = mapper.localDay(micros: times[row])
+                        let day = mapper.localDay(micros: times[row])
                         let span = found * stride
                         if day < spans[span] {
                             beforeStart += 1
                         } else if day >= spans[span + 1 + windows] {
                             afterWindows += 1
                         } else {
-                            group = found
+                            var window = 0, earliest = Int64.max
+                            for w in 0..<windows {
+                                let end = spans[span + 1 + w]
+                                if day < end && end < earliest { (window, earliest) = (w, end) }
+                            }
+                            cell = found * windows + window
                         }
                     }
                 }
-                groupOf.append(Int32(group))
-                dayOf.append(day)
+                cellOf.append(Int32(cell))
             }
             // Pass 2, one measure at a time: tight loops over plain arrays.
             for m in 0..<measures where plan.op[m] != .none {
@@ -290,8 +306,8 @@ struct GroupTable {
                 let op = plan.op[m], clampMin = plan.clampMin[m]
                 let distinctOrdinal = plan.distinctOrdinal[m], distinctCount = plan.distinctCount
                 for row in 0..<count {
-                    let group = Int(groupOf[row])
-                    if group < 0 { continue }
+                    let cell = Int(cellOf[row])
+                    if cell < 0 { continue }
                     if hasFilter {
                         if !filterNulls.isEmpty && filterNulls[row] { continue }
                         let value = filterValues[row]
@@ -308,14 +324,10 @@ struct GroupTable {
                     case .count, .none:
                         break
                     }
-                    let day = dayOf[row]
-                    let span = group * stride + 1
-                    for w in 0..<windows where day < spans[span + w] {
-                        if op == .distinct {
-                            distinct.insert(Int(amount), slot: (group * windows + w) * distinctCount + distinctOrdinal)
-                        } else {
-                            sums[(group * windows + w) * measures + m] &+= amount
-                        }
+                    if op == .distinct {
+                        distinct.insert(Int(amount), slot: cell * distinctCount + distinctOrdinal)
+                    } else {
+                        sums[cell * measures + m] &+= amount
                     }
                 }
             }
@@ -338,20 +350,26 @@ struct GroupTable {
             let attributes = stage.attributes.count, dates = stage.dates.count
             row += attributeValues[(group * attributes)..<((group + 1) * attributes)]
             row += dateValues[(group * dates)..<((group + 1) * dates)].map { $0.map(Value.int) ?? .null }
+            let ends = windowEnds(of: group)
             for w in 0..<windowCount {
                 let end = windowEnd[group * windowCount + w]
                 let closed = end.map { $0 <= asOfDay } ?? false
                 let base = (group * windowCount + w) * measureCount
+                // Events were counted in the cell of the earliest-ending window
+                // holding them: this window holds the cells of all windows ending no later.
+                let cells = end.map { end in ends.indices.filter { ends[$0].map { $0 <= end } ?? false }
+                    .map { group * windowCount + ($0 - ends.startIndex) } } ?? []
                 for (m, measure) in stage.measures.enumerated() {
                     guard closed else { row.append(.null); continue }
                     switch measure.kind {
                     case .countDistinct:
-                        let slot = (group * windowCount + w) * distinctMeasures.count + distinctMeasures.firstIndex(of: m)!
-                        row.append(.int(Int64(distinct.count(slot: slot))))
-                    case .count: row.append(.int(sums[base + m]))
+                        let ordinal = distinctMeasures.firstIndex(of: m)!
+                        row.append(.int(Int64(distinct.countUnion(slots: cells.map { $0 * distinctMeasures.count + ordinal }))))
+                    case .count: row.append(.int(cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
                     case let .sum(_, _, divideBy, scale):
-                        row.append(.int(Rounding.divide(sums[base + m] * Rounding.pow10(scale), by: divideBy)))
+                        let sum = cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }
+                        row.append(.int(Rounding.divide(sum * Rounding.pow10(scale), by: divideBy)))
                     }
                 }
             }
@@ -395,10 +413,15 @@ struct DistinctBits {
         words[slot * stride + word] |= 1 << UInt64(value & 63)
     }
 
-    func count(slot: Int) -> Int {
+    /// The number of values in the union of `slots`.
+    func countUnion(slots: [Int]) -> Int {
         guard stride > 0 else { return 0 }
         var total = 0
-        for index in (slot * stride)..<((slot + 1) * stride) { total += words[index].nonzeroBitCount }
+        for word in 0..<stride {
+            var union: UInt64 = 0
+            for slot in slots { union |= words[slot * stride + word] }
+            total += union.nonzeroBitCount
+        }
         return total
     }
 

@@ -96,6 +96,7 @@ final class BadDataTests: XCTestCase {
         return source
     }
 
+    /// Runs the shipped pipeline, or `yaml`; by default reading every call, so that each rule is exercised.
     func run(source: String, warehouse: String, yaml: String? = nil) async throws -> RunReport {
         let pipeline: PipelineDefinition
         if let yaml {
@@ -108,16 +109,20 @@ final class BadDataTests: XCTestCase {
             pipeline = try PipelineLoader(registry: .standard).load(
                 path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: "2020-10-15")))
         } else {
-            pipeline = try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15")
+            return try await run(source: source, warehouse: warehouse, yaml: try Dost.yamlReadingUnansweredCalls())
         }
         return try await Dost.run(pipeline)
     }
 
     /// The real binary, for data that might crash the process (a crash here must
     /// fail one test, not end the test run).
+    /// The runner binary on the shipped pipeline reading every call (see `run`).
     func runBinary(source: String, warehouse: String) throws -> ChildOutcome {
-        try RunnerChild(["run", "dost_warehouse", "--as-of", "2020-10-15", "--jobs", "2"],
-                        environment: FaultTests.environment(source: source, warehouse: warehouse)).wait(timeout: 120)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("bad-data-\(UUID().uuidString).yaml").path
+        try Dost.yamlReadingUnansweredCalls().write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try RunnerChild(["run", path, "--as-of", "2020-10-15", "--jobs", "2"],
+                               environment: FaultTests.environment(source: source, warehouse: warehouse)).wait(timeout: 120)
     }
 
     /// `stage: excluded rows: a=1, b=2` from a summary.

@@ -76,6 +76,17 @@ enum Dost {
         try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
     }
 
+    /// The shipped pipeline reading every call, also the unanswered ones its
+    /// calls extract leaves in the database, so that they reach the window
+    /// aggregate's own rule (event_null_time).
+    static func yamlReadingUnansweredCalls() throws -> String {
+        let yaml = try self.yaml().replacingOccurrences(of: Self.answeredCallsOnly, with: "")
+        precondition(!yaml.contains("call_start_time IS NOT NULL"), "the calls extract of pipelines/dost_warehouse.yaml changed")
+        return yaml
+    }
+
+    static let answeredCallsOnly = "      where: call_start_time IS NOT NULL\n"
+
     /// The shipped pipeline with a calls extract that pauses before streaming,
     /// so that a test can act on the COPY while it is open.
     static func yamlWithSlowCalls(pause seconds: Double) throws -> String {
@@ -85,8 +96,11 @@ enum Dost {
                   query: >-
                     SELECT user_id, program_id, listen_secs, call_start_time, programseq_id
                     FROM public.campaign, (SELECT pg_sleep(\(seconds))) AS pause
+                    WHERE call_start_time IS NOT NULL
 
             """).replacingOccurrences(of: "      incremental: {tracking_key: id}\n", with: "")
+            .replacingOccurrences(of: Self.answeredCallsOnly, with: "")
+            .replacingOccurrences(of: "      parallel: 2\n", with: "")
         precondition(yaml.contains("pg_sleep"), "the calls extract of pipelines/dost_warehouse.yaml changed")
         return yaml
     }

@@ -57,7 +57,8 @@ final class LineageTests: XCTestCase {
             XCTAssertTrue(output?["namespace"]?.string?.hasPrefix("postgres://") == true)
         }
         let quality = all.last { $0["job"]?["name"]?.string == "dost_warehouse.userprogram" }?["run"]?["facets"]?["pipelinekit_dataQuality"]?["excludedRows"]
-        XCTAssertEqual(quality?["event_null_time"]?.int, report.stage("userprogram")?.excluded["event_null_time"])
+        XCTAssertEqual(quality?["event_without_group"]?.int, report.stage("userprogram")?.excluded["event_without_group"])
+        XCTAssertNotNil(quality?["event_without_group"])
         // The mirror agrees, and its last hash is the log's last line.
         let mirror = try dw.query("SELECT status, last_log_hash FROM lineage.runs WHERE run_id = $1", [runID])
         XCTAssertEqual(mirror.string(0, 0), "succeeded")

@@ -173,7 +173,7 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(report.status, .failed)
         XCTAssertEqual(report.stage("by_user")?.attempts, 1, "bad data is not retried")
         let error = try XCTUnwrap(report.stage("by_user")?.error)
-        XCTAssertTrue(error.contains("rows for the key (user_id=") && error.contains("the key must be unique"), error)
+        XCTAssertTrue(error.contains("rows for the key (user_id)=(") && error.contains("the key must be unique"), error)
         XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT count(*) FROM dw.by_user").int(0, 0), 0)
         XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT count(*) FROM lineage.dataset_writes").int(0, 0), 0,
                        "no lineage claims a write that rolled back")

@@ -1,17 +1,20 @@
 import Foundation
 
-/// A bounded hand-off of batches from a producer thread (reading and decoding
+/// A bounded hand-off of batches from producer threads (reading and decoding
 /// COPY data) to the consuming stage, so that the server keeps sending,
-/// the producer keeps decoding and the consumer keeps aggregating at once.
+/// the producers keep decoding and the consumer keeps aggregating at once.
 final class BatchPipe: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [Batch] = []
-    private var finished = false
+    private var running: Int
     private var failure: Error?
     private var abandoned = false
     private let capacity: Int
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(capacity: Int, producers: Int = 1) {
+        self.capacity = capacity
+        running = producers
+    }
 
     /// Producer side: blocks while the pipe is full. Returns false when the
     /// consumer has given up, so the producer can stop.
@@ -25,30 +28,31 @@ final class BatchPipe: @unchecked Sendable {
         return true
     }
 
-    /// Producer side: no more batches; `error` if the producer failed.
+    /// Producer side: this producer has no more batches; `error` if it failed.
     func finish(_ error: Error?) {
         condition.lock()
-        finished = true
-        failure = error
+        running -= 1
+        if let error, failure == nil { failure = error }
         condition.broadcast()
         condition.unlock()
     }
 
-    /// Consumer side: the next batch, nil at the end; rethrows the producer's error.
+    /// Consumer side: the next batch, nil once every producer has finished;
+    /// rethrows the first producer error as soon as it happens.
     func take() throws -> Batch? {
         condition.lock()
         defer { condition.unlock() }
-        while queue.isEmpty && !finished { condition.wait() }
+        while queue.isEmpty && running > 0 && failure == nil { condition.wait() }
+        if let failure { throw failure }
         if !queue.isEmpty {
             let batch = queue.removeFirst()
             condition.broadcast()
             return batch
         }
-        if let failure { throw failure }
         return nil
     }
 
-    /// Consumer side: stop the producer (after a consumer error).
+    /// Consumer side: stop the producers (after an error).
     func abandon() {
         condition.lock()
         abandoned = true
@@ -57,10 +61,10 @@ final class BatchPipe: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Waits until the producer has finished.
-    func waitForProducer() {
+    /// Waits until every producer has finished.
+    func waitForProducers() {
         condition.lock()
-        while !finished { condition.wait() }
+        while running > 0 { condition.wait() }
         condition.unlock()
     }
 }
@@ -69,32 +73,44 @@ extension Relation {
     /// Runs `produce` on a thread of its own and hands its batches to `body`
     /// on the calling thread as they come.
     public static func pipelined(capacity: Int = 4,
-                          produce: @escaping @Sendable (_ emit: (Batch) throws -> Void) throws -> Void,
-                          interrupt: @escaping @Sendable () -> Void,
-                          _ body: (Batch) throws -> Void) throws {
-        let pipe = BatchPipe(capacity: capacity)
-        let thread = Thread {
-            do {
-                try produce { batch in
-                    guard pipe.put(batch) else { throw PipeAbandoned() }
+                                 produce: @escaping @Sendable (_ emit: (Batch) throws -> Void) throws -> Void,
+                                 interrupt: @escaping @Sendable () -> Void,
+                                 _ body: (Batch) throws -> Void) throws {
+        try pipelined(capacity: capacity, producers: [produce], interrupt: interrupt, body)
+    }
+
+    /// Runs each producer on a thread of its own and hands all their batches
+    /// to `body` on the calling thread, in the order they arrive. The first
+    /// failure (of a producer or of `body`) stops the others through `interrupt`.
+    public static func pipelined(capacity: Int = 4,
+                                 producers: [@Sendable (_ emit: (Batch) throws -> Void) throws -> Void],
+                                 interrupt: @escaping @Sendable () -> Void,
+                                 _ body: (Batch) throws -> Void) throws {
+        let pipe = BatchPipe(capacity: capacity * producers.count, producers: producers.count)
+        for produce in producers {
+            let thread = Thread {
+                do {
+                    try produce { batch in
+                        guard pipe.put(batch) else { throw PipeAbandoned() }
+                    }
+                    pipe.finish(nil)
+                } catch {
+                    pipe.finish(error)
                 }
-                pipe.finish(nil)
-            } catch {
-                pipe.finish(error)
             }
+            thread.stackSize = 8 << 20
+            thread.start()
         }
-        thread.stackSize = 8 << 20
-        thread.start()
         do {
             while let batch = try pipe.take() { try body(batch) }
         } catch {
             pipe.abandon()
             interrupt()
-            pipe.waitForProducer()
+            pipe.waitForProducers()
             throw error
         }
     }
 }
 
-/// The consumer stopped reading; the producer unwinds quietly.
+/// The consumer stopped reading; the producers unwind quietly.
 struct PipeAbandoned: Error {}

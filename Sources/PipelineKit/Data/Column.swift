@@ -5,7 +5,7 @@ import Foundation
 /// Keeping plain arrays (instead of an array of enum values) lets stages read
 /// a column in a tight loop without boxing.
 public struct Column: Sendable {
-    public let field: Field
+    public private(set) var field: Field
     public var ints: [Int64] = []
     public var doubles: [Double] = []
     public var texts: [String] = []
@@ -19,6 +19,12 @@ public struct Column: Sendable {
         case .double: doubles.reserveCapacity(capacity)
         case .text: texts.reserveCapacity(capacity)
         }
+    }
+
+    /// The same values under another name or type of the same storage.
+    mutating func relabel(_ field: Field) {
+        precondition(field.type.storage == self.field.type.storage, "relabelling changes the storage")
+        self.field = field
     }
 
     public var count: Int {

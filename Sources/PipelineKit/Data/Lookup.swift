@@ -6,6 +6,9 @@ public struct Lookup: Sendable {
     public let normalization: KeyNormalization
     /// Normalised key → row positions (several when duplicates are kept).
     private let index: [[Value]: [Int]]
+    /// For a single integer key: key → first position. Hashing an integer
+    /// instead of an array of values makes a per-group lookup several times cheaper.
+    private let firstByInt: [Int64: Int]?
     /// Returned for keys that match nothing, when declared.
     public let defaultRow: [Value]?
     /// In an incremental run, the normalised keys whose rows are new since
@@ -20,7 +23,24 @@ public struct Lookup: Sendable {
         self.normalization = normalization
         self.index = index
         self.defaultRow = defaultRow
+        var firstByInt: [Int64: Int]? = [:]
+        if keyColumns.count == 1 {
+            firstByInt!.reserveCapacity(index.count)
+            for (key, positions) in index {
+                guard case .int(let value) = key[0], let first = positions.first else { firstByInt = nil; break }
+                firstByInt![value] = first
+            }
+        } else {
+            firstByInt = nil
+        }
+        self.firstByInt = firstByInt
     }
+
+    /// Whether `firstPosition(forInt:)` answers for this lookup (a single integer key).
+    public var isKeyedByInt: Bool { firstByInt != nil }
+
+    /// The first row of an integer key, as `positions(forRaw: [.int(key)]).first` (integers need no normalising).
+    public func firstPosition(forInt key: Int64) -> Int? { firstByInt?[key] }
 
     public var schema: [Field] { rows.schema }
 

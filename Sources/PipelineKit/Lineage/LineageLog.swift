@@ -21,12 +21,32 @@ public final class LineageLog: @unchecked Sendable {
         if !FileManager.default.fileExists(atPath: path) {
             FileManager.default.createFile(atPath: path, contents: nil)
         }
-        let existing = try Data(contentsOf: url)
-        lastHash = LineageLog.lastCompleteHash(existing)
+        let (hash, endsWithNewline) = try Self.tail(of: url)
+        lastHash = hash
         handle = try FileHandle(forWritingTo: url)
         try handle.seekToEnd()
-        if let last = existing.last, last != UInt8(ascii: "\n") {
-            try handle.write(contentsOf: Data("\n".utf8))
+        if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
+    }
+
+    /// The hash of the last complete event and whether the file ends a line.
+    /// Read from the end in growing chunks: the log grows with every run and
+    /// only its last event matters here.
+    private static func tail(of url: URL) throws -> (hash: String, endsWithNewline: Bool) {
+        let reader = try FileHandle(forReadingFrom: url)
+        defer { try? reader.close() }
+        let size = try reader.seekToEnd()
+        guard size > 0 else { return ("", true) }
+        var chunk: UInt64 = 1 << 16
+        while true {
+            let start = size > chunk ? size - chunk : 0
+            try reader.seek(toOffset: start)
+            var data = try reader.read(upToCount: Int(size - start)) ?? Data()
+            let endsWithNewline = data.last == UInt8(ascii: "\n")
+            // A chunk that starts mid-file may start mid-line: that line is not whole.
+            if start > 0 { data = data.firstIndex(of: UInt8(ascii: "\n")).map { data[($0 + 1)...] } ?? Data() }
+            let hash = lastCompleteHash(data)
+            if !hash.isEmpty || start == 0 { return (hash, endsWithNewline) }
+            chunk *= 4
         }
     }
 

@@ -7,6 +7,8 @@ public struct BinaryCopyDecoder {
     private var sawHeader = false
     private(set) var rowNumber = 0
     public private(set) var batch: Batch
+    /// Rows in `batch`, kept here: asking the batch copies a column per row.
+    public private(set) var batchRows = 0
 
     private static let signature: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00]
 
@@ -34,6 +36,7 @@ public struct BinaryCopyDecoder {
     public mutating func takeBatch(capacity: Int) -> Batch {
         let full = batch
         batch = Batch(schema: schema, capacity: capacity)
+        batchRows = 0
         return full
     }
 
@@ -56,6 +59,7 @@ public struct BinaryCopyDecoder {
             throw StageFailure.data("row \(rowNumber + 1) has \(fieldCount) columns, expected \(schema.count)")
         }
         rowNumber += 1
+        batchRows += 1
         for index in 0..<fieldCount {
             let length = Int(reader.int32())
             if length < 0 {

@@ -7,6 +7,11 @@ public enum SQL {
         "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
+    /// A string constant, quoted the way `quote_literal` does (standard_conforming_strings on).
+    public static func literal(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+
     /// `schema.table` with both parts quoted; `name` may be `table` or `schema.table`.
     public static func qualified(_ name: String) -> String {
         let parts = splitQualified(name)

@@ -39,8 +39,13 @@ public struct TableWriter: Sendable {
         // (Only settable before the session's first temporary table.)
         _ = try? connection.execute("SET temp_buffers = '256MB'")
         return try connection.transaction {
-            var counts = try writeInTransaction(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
-            if let scope, deleteMissing { counts.deleted = try deleteUnproduced(in: scope, connection) }
+            var counts: WriteCounts
+            if try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) == "t" {
+                counts = try merge(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
+                if let scope, deleteMissing { counts.deleted = try deleteUnproduced(in: scope, connection) }
+            } else {
+                counts = try load(connection, runID: runID, batches: batches)
+            }
             try inTransaction(connection, counts)
             return counts
         }
@@ -50,25 +55,41 @@ public struct TableWriter: Sendable {
     private var columnList: String { columns.map { SQL.ident($0.name) }.joined(separator: ", ") }
     private var keyList: String { key.map(SQL.ident).joined(separator: ", ") }
 
-    private func writeInTransaction(_ connection: PGConnection, runID: UUID, deleteMissing: Bool,
-                                    batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
+    /// An empty table (a first build) has nothing to merge with or delete:
+    /// the rows are copied straight into it, stamped like merged rows with
+    /// the run and the transaction's start time.
+    private func load(_ connection: PGConnection, runID: UUID, batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
+        guard let now = try connection.query("SELECT (extract(epoch FROM now() - '2000-01-01 00:00:00+00') * 1000000)::bigint")
+            .int(0, 0) else { throw PGError(kind: .protocolViolation, message: "no transaction time from the warehouse") }
+        let stamps = [CopyBinaryEncoder.uuid(runID), CopyBinaryEncoder.timestamptz(Int64(now))]
+        do {
+            return WriteCounts(inserted: try Self.copyIn(quotedTable, columns: columns, constants: (["_run_id", "_updated_at"], stamps),
+                                                         connection, batches: batches))
+        } catch let error as PGError where error.sqlState == "23505" {
+            // The server names the first repeated key: "Key (id)=(5) already exists."
+            var repeated = "(\(key.joined(separator: ", ")))"
+            if let detail = error.detail, let start = detail.range(of: "Key ") {
+                repeated = detail[start.upperBound...].replacingOccurrences(of: " already exists.", with: "")
+            }
+            throw StageFailure.data("several rows for the key \(repeated) of \(table); the key must be unique")
+        }
+    }
+
+    /// COPY into a temporary table, then one merge that touches only rows
+    /// whose values changed; with `deleteMissing`, keys not staged are deleted.
+    private func merge(_ connection: PGConnection, runID: UUID, deleteMissing: Bool,
+                       batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
         let staging = "pipelinekit_staging"
         try connection.execute("""
             CREATE TEMP TABLE \(staging) ON COMMIT DROP AS SELECT \(columnList) FROM \(quotedTable) WITH NO DATA
             """)
-        // A table that was empty has nothing to delete: skip the anti-join.
-        let hadRows = try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) == "t"
-        var staged = 0
-        try connection.copyIn("COPY \(staging) (\(columnList)) FROM STDIN") { writer in
-            try batches { batch in
-                try Self.copy(batch, columns: columns.map(\.name), to: writer)
-                staged += batch.count
-            }
-        }
+        let staged = try Self.copyIn(staging, columns: columns, connection, batches: batches)
         let valueColumns = columns.map(\.name).filter { !key.contains($0) }
         let onConflict: String
         if valueColumns.isEmpty {
-            onConflict = "DO NOTHING"
+            // Nothing to update, but unlike DO NOTHING this still fails on a
+            // key staged twice (the check precedes the WHERE).
+            onConflict = "DO UPDATE SET _run_id = t._run_id WHERE false"
         } else {
             let assignments = (valueColumns.map { "\(SQL.ident($0)) = EXCLUDED.\(SQL.ident($0))" }
                 + ["_run_id = EXCLUDED._run_id", "_updated_at = EXCLUDED._updated_at"]).joined(separator: ", ")
@@ -76,40 +97,30 @@ public struct TableWriter: Sendable {
             let incoming = valueColumns.map { "EXCLUDED.\(SQL.ident($0))" }.joined(separator: ", ")
             onConflict = "DO UPDATE SET \(assignments) WHERE (\(current)) IS DISTINCT FROM (\(incoming))"
         }
-        // Duplicate keys make the merge fail (SQLSTATE 21000, or 23505 for the
-        // plain insert); only then is it worth a query to say which key, so
-        // the common case pays nothing.
+        // Duplicate keys make the merge fail (SQLSTATE 21000); only then is it
+        // worth a query to say which key, so the common case pays nothing.
         try connection.execute("SAVEPOINT merge")
         var counts = WriteCounts()
         do {
-            if hadRows {
-                let merged = try connection.query("""
-                    WITH merged AS (
-                        INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
-                        SELECT \(columnList), $1::uuid, now() FROM \(staging)
-                        ON CONFLICT (\(keyList)) \(onConflict)
-                        RETURNING (xmax = 0) AS inserted
-                    )
-                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-                    """, [runID.uuidString.lowercased()])
-                counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
-            } else {
-                // An empty table (a first build) has nothing to merge with: a
-                // plain insert costs about half of ON CONFLICT's speculative one.
-                counts.inserted = try connection.query("""
-                    INSERT INTO \(quotedTable) (\(columnList), _run_id, _updated_at)
+            let merged = try connection.query("""
+                WITH merged AS (
+                    INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
                     SELECT \(columnList), $1::uuid, now() FROM \(staging)
-                    """, [runID.uuidString.lowercased()]).affectedRows
-            }
-        } catch let error as PGError where error.sqlState == "21000" || (error.sqlState == "23505" && !hadRows) {
+                    ON CONFLICT (\(keyList)) \(onConflict)
+                    RETURNING (xmax = 0) AS inserted
+                )
+                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+                """, [runID.uuidString.lowercased()])
+            counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
+        } catch let error as PGError where error.sqlState == "21000" {
             try connection.execute("ROLLBACK TO SAVEPOINT merge")
             let duplicate = try connection.query("""
                 SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
                 """)
-            let values = (0..<key.count).map { "\(key[$0])=\(duplicate.string(0, $0) ?? "NULL")" }.joined(separator: ", ")
-            throw StageFailure.data("\(duplicate.string(0, key.count) ?? "several") rows for the key (\(values)) of \(table); the key must be unique")
+            let values = (0..<key.count).map { duplicate.string(0, $0) ?? "NULL" }.joined(separator: ", ")
+            throw StageFailure.data("\(duplicate.string(0, key.count) ?? "several") rows for the key (\(key.joined(separator: ", ")))=(\(values)) of \(table); the key must be unique")
         }
-        if deleteMissing && hadRows {
+        if deleteMissing {
             let match = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
             counts.deleted = try connection.query("""
                 DELETE FROM \(quotedTable) AS t WHERE NOT EXISTS (SELECT 1 FROM \(staging) s WHERE \(match))
@@ -119,23 +130,28 @@ public struct TableWriter: Sendable {
         return counts
     }
 
-    /// COPY text rows of `batch`'s `columns`, in that order.
-    private static func copy(_ batch: Batch, columns: [String], to writer: CopyInWriter) throws {
-        let batchColumns = columns.map { name in batch.columns[batch.index(of: name)!] }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(1 << 16)
-        for row in 0..<batch.count {
-            for (index, column) in batchColumns.enumerated() {
-                if index > 0 { bytes.append(UInt8(ascii: "\t")) }
-                CopyTextEncoder.append(column, row: row, to: &bytes)
+    /// Streams `batches` into `table` with one binary COPY; returns the rows sent.
+    @discardableResult
+    /// `constants` are further columns with one value for every row, in COPY binary form.
+    private static func copyIn(_ table: String, columns: [Field], constants: (names: [String], values: [[UInt8]]) = ([], []),
+                               _ connection: PGConnection, batches: ((Batch) throws -> Void) throws -> Void) throws -> Int {
+        var rows = 0
+        let columnList = (columns.map(\.name) + constants.names).map(SQL.ident).joined(separator: ", ")
+        try connection.copyIn("COPY \(table) (\(columnList)) FROM STDIN (FORMAT binary)") { writer in
+            try writer.write(bytes: CopyBinaryEncoder.header)
+            try batches { batch in
+                var encoder = try CopyBinaryEncoder(columns: columns.map { batch.columns[batch.index(of: $0.name)!] },
+                                                    types: columns.map(\.type), constants: constants.values)
+                for row in 0..<batch.count {
+                    try encoder.append(row: row)
+                    if encoder.bytes.count >= 1 << 16 { try writer.write(bytes: encoder.takeBytes()) }
+                }
+                try writer.write(bytes: encoder.takeBytes())
+                rows += batch.count
             }
-            bytes.append(UInt8(ascii: "\n"))
-            if bytes.count >= 1 << 16 {
-                try writer.write(bytes: bytes)
-                bytes.removeAll(keepingCapacity: true)
-            }
+            try writer.write(bytes: CopyBinaryEncoder.trailer)
         }
-        try writer.write(bytes: bytes)
+        return rows
     }
 
     /// Deletes the rows in `scope` whose keys were not staged. The scope's
@@ -146,9 +162,9 @@ public struct TableWriter: Sendable {
         let names = scope.schema.map(\.name)
         let scopeColumns = names.map(SQL.ident).joined(separator: ", ")
         try connection.execute("CREATE TEMP TABLE \(scopeTable) ON COMMIT DROP AS SELECT \(scopeColumns) FROM \(quotedTable) WITH NO DATA")
-        try connection.copyIn("COPY \(scopeTable) (\(scopeColumns)) FROM STDIN") { writer in
-            try Self.copy(scope, columns: names, to: writer)
-        }
+        // The scope table has the table's types, which binary COPY must match.
+        let scopeFields = names.map { name in columns.first { $0.name == name }! }
+        try Self.copyIn(scopeTable, columns: scopeFields, connection) { try $0(scope) }
         let inScope = names.map { "c.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         let staged = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         return try connection.query("""

@@ -3,9 +3,9 @@ import Foundation
 @testable import Stages
 import XCTest
 
-/// Exact decimal rounding (Rounding.divide) and the COPY text rendering of
-/// values written to the warehouse (CopyTextEncoder, PGTime.format).
-final class RoundingAndCopyEncodingTests: XCTestCase {
+/// Exact decimal rounding (Rounding.divide) and the text form of timestamps
+/// in messages and lineage (PGTime.format).
+final class RoundingAndTimeTextTests: XCTestCase {
     typealias F = UnitFixture
 
     // MARK: Rounding.divide
@@ -61,60 +61,6 @@ final class RoundingAndCopyEncodingTests: XCTestCase {
         XCTAssertEqual(Rounding.pow10(18), 1_000_000_000_000_000_000)
     }
 
-    // MARK: CopyTextEncoder
-
-    func encode(_ type: DataType, _ values: [Value]) -> [String] {
-        var column = Column(Field("c", type))
-        values.forEach { column.append($0) }
-        return values.indices.map { row in
-            var line = ""
-            CopyTextEncoder.append(column, row: row, to: &line)
-            return line
-        }
-    }
-
-    func testNumericWithScaleTwo() {
-        XCTAssertEqual(encode(.numeric(precision: 12, scale: 2), [.int(0), .int(5), .int(-5), .int(12345), .int(-12345),
-                                                                  .int(100), .int(-100), .int(99), .int(-1), .null]),
-                       ["0.00", "0.05", "-0.05", "123.45", "-123.45", "1.00", "-1.00", "0.99", "-0.01", "\\N"])
-    }
-
-    func testNumericAtOtherScales() {
-        XCTAssertEqual(encode(.numeric(precision: 12, scale: 0), [.int(-7), .int(0)]), ["-7", "0"])
-        XCTAssertEqual(encode(.numeric(precision: 18, scale: 4), [.int(1), .int(-123_456)]), ["0.0001", "-12.3456"])
-        XCTAssertEqual(CopyTextEncoder.decimal(Int64.min, scale: 2), "-92233720368547758.08")
-        XCTAssertEqual(CopyTextEncoder.decimal(Int64.max, scale: 18), "9.223372036854775807")
-    }
-
-    func testIntegersBooleansAndNulls() {
-        XCTAssertEqual(encode(.bigint, [.int(-42), .int(Int64.max), .null]), ["-42", "9223372036854775807", "\\N"])
-        XCTAssertEqual(encode(.int, [.int(0)]), ["0"])
-        XCTAssertEqual(encode(.bool, [.int(1), .int(0), .null]), ["t", "f", "\\N"])
-    }
-
-    func testTextEscapesBackslashTabNewlineAndCarriageReturn() {
-        XCTAssertEqual(encode(.text, [.text("plain"), .text("a\tb"), .text("a\nb"), .text("a\\b"), .text("a\rb"),
-                                      .text("\\N"), .text(""), .null, .text("tab\tnew\nback\\slash")]),
-                       ["plain", "a\\tb", "a\\nb", "a\\\\b", "a\\rb",
-                        "\\\\N", "", "\\N", "tab\\tnew\\nback\\\\slash"])
-    }
-
-    func testTextEscapesAWindowsLineEnding() {
-        // "\r\n" is a single Character in Swift; both bytes must still be escaped,
-        // or the row is cut in two inside COPY.
-        XCTAssertEqual(encode(.text, [.text("line1\r\nline2")]), ["line1\\r\\nline2"])
-        XCTAssertEqual(encode(.text, [.text("a\\b\r\n")]), ["a\\\\b\\r\\n"])
-    }
-
-    func testTextKeepsUnicode() {
-        XCTAssertEqual(encode(.text, [.text("दोस्त é 🙂")]), ["दोस्त é 🙂"])
-    }
-
-    func testDates() {
-        XCTAssertEqual(encode(.date, [.int(0), .int(-1), .int(F.day(2020, 2, 29)), .int(F.day(1969, 7, 20))]),
-                       ["2000-01-01", "1999-12-31", "2020-02-29", "1969-07-20"])
-    }
-
     // MARK: timestamptz
 
     func testTimestamptzIsFormattedInUTCWithMicroseconds() {
@@ -132,10 +78,5 @@ final class RoundingAndCopyEncodingTests: XCTestCase {
         XCTAssertEqual(PGTime.format(micros: -86_400_000_001), "1999-12-30 23:59:59.999999+00")
         XCTAssertEqual(PGTime.format(micros: F.micros(1970, 1, 1)), "1970-01-01 00:00:00+00")
         XCTAssertEqual(PGTime.format(micros: F.micros(1969, 12, 31, 23, 59, 59, micro: 123_456)), "1969-12-31 23:59:59.123456+00")
-    }
-
-    func testTimestamptzColumnsUsePGTimeFormat() {
-        XCTAssertEqual(encode(.timestamptz, [.int(F.micros(2021, 3, 4, 5, 6, 7, micro: 89)), .null]),
-                       ["2021-03-04 05:06:07.000089+00", "\\N"])
     }
 }

@@ -1,0 +1,131 @@
+import Foundation
+import PipelineKit
+
+/// Rows of a SELECT, streamed by COPY each time it is scanned.
+///
+/// With a `split`, a whole-table read runs as several COPYs at once, each
+/// over one range of the table's blocks and all in one shared snapshot:
+/// a single COPY keeps one server process busy, which is the bottleneck
+/// of a large extract on a machine with cores to spare.
+struct CopyRelation: KeyRestrictable {
+    let connection: String
+    let sql: String
+    let schema: [Field]
+    let batchRows: Int
+    var split: BlockSplit? = nil
+
+    /// A table read in `streams` block ranges: `SELECT columns FROM table WHERE predicate`.
+    struct BlockSplit {
+        let table: String
+        let columns: String
+        let predicate: String?
+        let streams: Int
+
+        /// The SELECT of one stream: a TID range scan over its blocks. The last
+        /// range is open-ended, so the ranges cover the table whatever its size.
+        func select(stream: Int, blocks: Int64) -> String {
+            let first = blocks * Int64(stream) / Int64(streams), next = blocks * Int64(stream + 1) / Int64(streams)
+            var conditions: [String] = []
+            if stream > 0 { conditions.append("ctid >= '(\(first),0)'::tid") }
+            if stream < streams - 1 { conditions.append("ctid < '(\(next),0)'::tid") }
+            if let predicate { conditions.append("(\(predicate))") }
+            return "SELECT \(columns) FROM \(SQL.qualified(table))"
+                + (conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))
+        }
+    }
+
+    /// The same rows for some groups only, selected by the server (an index on the key columns makes it cheap).
+    func restricted(to scope: KeyScope) -> any Relation {
+        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(scope.sqlPredicate(qualifier: "whole"))",
+                     schema: schema, batchRows: batchRows)
+    }
+
+    /// The rows that also satisfy `predicate` (SQL over the relation's columns).
+    func filtered(_ predicate: String) -> CopyRelation {
+        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(predicate)",
+                     schema: schema, batchRows: batchRows)
+    }
+
+    func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
+        guard let split, split.streams > 1 else {
+            return try scanWhole(context, body)
+        }
+        // A coordinating session exports its snapshot and holds it open while
+        // the streams, which import it, read; they see exactly the same rows.
+        try context.connections.with(connection) { coordinator in
+            try coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            defer { _ = try? coordinator.execute("ROLLBACK") }
+            let found = try coordinator.query("""
+                SELECT pg_export_snapshot(), c.relkind IN ('r', 'm'),
+                       pg_relation_size(c.oid) / current_setting('block_size')::bigint
+                FROM pg_class c WHERE c.oid = $1::regclass
+                """, [SQL.qualified(split.table)])
+            // Only a plain table (or materialized view) has blocks to divide.
+            guard let snapshot = found.string(0, 0), found.string(0, 1) == "t", let blocks = found.int(0, 2),
+                  blocks >= Int(split.streams) else {
+                return try scanWhole(context, body)
+            }
+            let (schema, batchRows, connection) = (self.schema, self.batchRows, self.connection)
+            let active = (0..<split.streams).map { _ in ActiveConnection() }
+            try Self.pipelined(producers: (0..<split.streams).map { stream in
+                { emit in
+                    try context.connections.with(connection) { session in
+                        active[stream].set(session)
+                        defer { active[stream].set(nil) }
+                        try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        defer { _ = try? session.execute("ROLLBACK") }
+                        try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))")
+                        try Self.copy(split.select(stream: stream, blocks: Int64(blocks)), schema: schema,
+                                      batchRows: batchRows, session, context, emit)
+                    }
+                }
+            }, interrupt: { active.forEach { $0.cancel() } }, body)
+        }
+    }
+
+    /// One COPY of the whole SELECT.
+    private func scanWhole(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
+        let (sql, schema, batchRows, connection) = (self.sql, self.schema, self.batchRows, self.connection)
+        let active = ActiveConnection()
+        // Reading and decoding run on their own thread, so the server keeps
+        // sending while the consumer aggregates the previous batches.
+        try Self.pipelined(produce: { emit in
+            try context.connections.with(connection) { session in
+                active.set(session)
+                defer { active.set(nil) }
+                // One read-only snapshot for the whole COPY.
+                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                defer { _ = try? session.execute("ROLLBACK") }
+                try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+            }
+        }, interrupt: { active.cancel() }, body)
+    }
+
+    /// Streams one SELECT as COPY binary, decoded into batches of `batchRows`.
+    private static func copy(_ sql: String, schema: [Field], batchRows: Int, _ session: PGConnection,
+                             _ context: ScanContext, _ emit: (Batch) throws -> Void) throws {
+        var decoder = BinaryCopyDecoder(schema: schema, capacity: batchRows)
+        try session.copyOut("COPY (\(sql)) TO STDOUT (FORMAT binary)") { row in
+            try decoder.decode(row)
+            if decoder.batchRows >= batchRows {
+                try context.cancellation.check()
+                let batch = decoder.takeBatch(capacity: batchRows)
+                context.metrics.read(rows: batch.count)
+                try emit(batch)
+            }
+        }
+        let last = decoder.takeBatch(capacity: 0)
+        if last.count > 0 {
+            context.metrics.read(rows: last.count)
+            try emit(last)
+        }
+    }
+}
+
+/// The connection a producer thread is using, so the consumer can interrupt it.
+final class ActiveConnection: @unchecked Sendable {
+    private let lock = NSLock()
+    private var connection: PGConnection?
+    func set(_ connection: PGConnection?) { lock.withLock { self.connection = connection } }
+    func cancel() { lock.withLock { connection }?.cancel() }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import PipelineKit
+import XCTest
+
+/// Warehouse writes travel as binary COPY: every value must arrive exactly as
+/// PostgreSQL would have read its text form, and a value the column cannot
+/// hold must fail naming the column instead of being truncated.
+final class BinaryCopyWriteTests: XCTestCase {
+    typealias F = UnitFixture
+
+    /// Writes one column of `values` (keyed by row number) and reads it back as PostgreSQL's text.
+    private func roundTrip(_ type: DataType, _ values: [Value]) throws -> [String] {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let fields = [Field("id", .bigint), Field("v", type)]
+        var batch = Batch(schema: fields)
+        for (row, value) in values.enumerated() { batch.append(row: [.int(Int64(row)), value]) }
+        let writer = TableWriter(table: "dw.values", columns: fields, key: ["id"])
+        _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(batch) }
+        try connection.execute("SET TIME ZONE 'UTC'")
+        return try connection.query("SELECT coalesce(v::text, 'NULL') FROM dw.values ORDER BY id")
+            .rows.map { $0[0] ?? "" }
+    }
+
+    func testNumericsKeepEveryDigitAtEveryScale() throws {
+        XCTAssertEqual(try roundTrip(.numeric(precision: 12, scale: 2),
+                                     [.int(0), .int(5), .int(-5), .int(12345), .int(-12345), .int(100), .int(-100),
+                                      .int(99), .int(-1), .int(1_000_000), .int(100_000_000_00), .null]),
+                       ["0.00", "0.05", "-0.05", "123.45", "-123.45", "1.00", "-1.00", "0.99", "-0.01", "10000.00",
+                        "100000000.00", "NULL"])
+        XCTAssertEqual(try roundTrip(.numeric(precision: 12, scale: 0), [.int(-7), .int(0), .int(10_000), .int(123_456_789)]),
+                       ["-7", "0", "10000", "123456789"])
+        XCTAssertEqual(try roundTrip(.numeric(precision: 18, scale: 4), [.int(1), .int(-123_456), .int(10_000)]),
+                       ["0.0001", "-12.3456", "1.0000"])
+        XCTAssertEqual(try roundTrip(.numeric(precision: 18, scale: 5), [.int(1), .int(-123_456_789)]),
+                       ["0.00001", "-1234.56789"])
+        XCTAssertEqual(try roundTrip(.numeric(precision: 18, scale: 18), [.int(999_999_999_999_999_999), .int(-1)]),
+                       ["0.999999999999999999", "-0.000000000000000001"])
+        XCTAssertEqual(try roundTrip(.numeric(precision: 18, scale: 0), [.int(-999_999_999_999_999_999)]),
+                       ["-999999999999999999"])
+    }
+
+    func testIntegersAtTheirLimitsBooleansAndNulls() throws {
+        XCTAssertEqual(try roundTrip(.bigint, [.int(-42), .int(Int64.max), .int(Int64.min), .null]),
+                       ["-42", "9223372036854775807", "-9223372036854775808", "NULL"])
+        XCTAssertEqual(try roundTrip(.int, [.int(0), .int(Int64(Int32.max)), .int(Int64(Int32.min))]),
+                       ["0", "2147483647", "-2147483648"])
+        XCTAssertEqual(try roundTrip(.smallint, [.int(-32768), .int(32767)]), ["-32768", "32767"])
+        XCTAssertEqual(try roundTrip(.bool, [.int(1), .int(0), .null]), ["true", "false", "NULL"])
+        XCTAssertEqual(try roundTrip(.double, [.double(0.1), .double(-2.5e300), .null]), ["0.1", "-2.5e+300", "NULL"])
+    }
+
+    func testTextArrivesByteForByteWithoutEscaping() throws {
+        let texts = ["plain", "a\tb", "a\nb", "a\\b", "line1\r\nline2", "\\N", "", "दोस्त é 🙂"]
+        XCTAssertEqual(try roundTrip(.text, texts.map(Value.text) + [.null]), texts + ["NULL"])
+    }
+
+    func testDatesAndTimestampsIncludingInfinity() throws {
+        XCTAssertEqual(try roundTrip(.date, [.int(0), .int(-1), .int(F.day(2020, 2, 29)), .int(F.day(1969, 7, 20)),
+                                             .int(PGTime.infiniteDate), .int(PGTime.minusInfiniteDate)]),
+                       ["2000-01-01", "1999-12-31", "2020-02-29", "1969-07-20", "infinity", "-infinity"])
+        XCTAssertEqual(try roundTrip(.timestamptz, [.int(F.micros(2021, 3, 4, 5, 6, 7, micro: 89)), .int(-1),
+                                                    .int(Int64.max), .int(Int64.min), .null]),
+                       ["2021-03-04 05:06:07.000089+00", "1999-12-31 23:59:59.999999+00", "infinity", "-infinity", "NULL"])
+    }
+
+    func testAValueTooLargeForItsColumnFailsNamingTheColumnAndWritesNothing() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let fields = [Field("id", .bigint), Field("lessons", .int)]
+        let writer = TableWriter(table: "dw.narrow", columns: fields, key: ["id"])
+        var batch = Batch(schema: fields)
+        batch.append(row: [.int(1), .int(7)])
+        batch.append(row: [.int(2), .int(3_000_000_000)])
+        XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(batch) }) { error in
+            XCTAssertTrue("\(error)".contains("3000000000 is out of range for column 'lessons' (int)"), "\(error)")
+        }
+        XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.narrow").int(0, 0), 0)
+    }
+
+    func testAColumnStoredUnlikeTheTableTypeIsAConfigurationError() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let writer = TableWriter(table: "dw.mismatch", columns: [Field("id", .bigint), Field("name", .int)], key: ["id"])
+        var batch = Batch(schema: [Field("id", .bigint), Field("name", .text)])
+        batch.append(row: [.int(1), .text("x")])
+        XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(batch) }) { error in
+            XCTAssertTrue("\(error)".contains("column 'name' holds text values, which cannot be written to a int column"), "\(error)")
+        }
+    }
+
+    func testAFirstLoadStampsEveryRowWithTheRunAndTheTransactionTime() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let fields = [Field("id", .bigint)]
+        let writer = TableWriter(table: "dw.stamped", columns: fields, key: ["id"])
+        var batch = Batch(schema: fields)
+        (1...3).forEach { batch.append(row: [.int($0)]) }
+        let runID = UUID()
+        let before = try connection.query("SELECT clock_timestamp()").string(0, 0)!
+        let counts = try writer.write(connection, runID: runID, deleteMissing: true) { try $0(batch) }
+        XCTAssertEqual(counts, WriteCounts(inserted: 3))
+        let stamps = try connection.query("""
+            SELECT count(DISTINCT _run_id), min(_run_id::text), count(DISTINCT _updated_at),
+                   bool_and(_updated_at >= $1::timestamptz AND _updated_at <= clock_timestamp()) FROM dw.stamped
+            """, [before])
+        XCTAssertEqual(stamps.rows.first, ["1", runID.uuidString.lowercased(), "1", "t"])
+    }
+
+    /// A table of key columns only, the case where a merge has nothing to update.
+    func testRepeatedKeysFailNamingTheKeyWhetherTheTableWasEmptyOrNot() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let fields = [Field("user_id", .bigint), Field("program_id", .int)]
+        let writer = TableWriter(table: "dw.keyed", columns: fields, key: ["user_id", "program_id"])
+        var repeated = Batch(schema: fields)
+        [(1, 1), (2, 1), (2, 1)].forEach { repeated.append(row: [.int($0.0), .int($0.1)]) }
+        for tableHadRows in [false, true] {
+            XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(repeated) }) { error in
+                XCTAssertTrue("\(error)".contains("rows for the key (user_id, program_id)=(2, 1) of dw.keyed; the key must be unique"),
+                              "table had rows: \(tableHadRows): \(error)")
+            }
+            XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.keyed").int(0, 0), tableHadRows ? 1 : 0, "nothing was written")
+            var one = Batch(schema: fields)
+            one.append(row: [.int(9), .int(9)])
+            if !tableHadRows { _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(one) } }
+        }
+    }
+}
