@@ -109,12 +109,12 @@ struct CopyRelation: KeyRestrictable {
             try decoder.decode(row)
             if decoder.batchRows >= batchRows {
                 try context.cancellation.check()
-                let batch = decoder.takeBatch(capacity: batchRows)
+                let batch = decoder.takeBatch()
                 context.metrics.read(rows: batch.count)
                 try emit(batch)
             }
         }
-        let last = decoder.takeBatch(capacity: 0)
+        let last = decoder.takeBatch()
         if last.count > 0 {
             context.metrics.read(rows: last.count)
             try emit(last)

@@ -4,7 +4,7 @@ import PipelineKit
 /// Writes an input into a keyed warehouse table, idempotently, in one transaction.
 public struct FactUpsert: Stage {
     public static let type = "factUpsert"
-    public static let summary = "Writes an input to a keyed warehouse table: creates it when missing, COPYs into a temp table, merges touching only changed rows, deletes keys no longer produced (an incremental input: only within its changed groups); one transaction."
+    public static let summary = "Writes an input to a keyed warehouse table in one transaction: creates it when missing; into an empty table, one binary COPY; otherwise a binary COPY into a temp table and a merge touching only changed rows, deleting keys no longer produced (an incremental input: only within its changed groups)."
     public static let produces = OutputKind.table
     public static let configKeys: [ConfigKey] = [
         .required("from", .identifier, "the input to write"),

@@ -10,7 +10,7 @@ import PipelineKit
 /// still running, so a large table is never held in memory whole.
 public struct PgExtract: WatermarkSource {
     public static let type = "pgExtract"
-    public static let summary = "Streams a table (chosen columns, optional predicate) or a query with COPY binary into typed batches; the source session is read-only."
+    public static let summary = "Streams a table (chosen columns, optional predicate, optionally as parallel COPYs over block ranges in one snapshot) or a query with COPY binary into typed batches; the source session is read-only."
     public static let produces = OutputKind.relation
     public static let configKeys: [ConfigKey] = [
         .required("connection", .identifier, "the connection to read from"),

@@ -2,24 +2,35 @@ import Foundation
 
 /// Decodes `COPY ... TO STDOUT (FORMAT binary)` rows straight into typed
 /// column arrays: no per-value boxing, no strings for numbers or timestamps.
+///
+/// Values are stored into preallocated per-column buffers, which are copied
+/// into the batch's arrays when it is taken: a per-value append to an array
+/// inside an array of columns pays uniqueness and capacity checks every time.
+/// The buffers' addresses live in this struct, so stores need no dynamic
+/// exclusivity checks; `Buffers` only owns the memory. Copies of a decoder
+/// share its buffers: decode with one copy only.
 public struct BinaryCopyDecoder {
     public let schema: [Field]
     private var sawHeader = false
     private(set) var rowNumber = 0
-    public private(set) var batch: Batch
-    /// Rows in `batch`, kept here: asking the batch copies a column per row.
+    /// Rows decoded into the batch being built.
     public private(set) var batchRows = 0
 
     private static let signature: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00]
 
     /// How each field is read, decided once instead of per value.
-    private enum Kind { case int16, int32, int64, bool, double, text, numeric(scale: Int) }
+    enum Kind { case int16, int32, int64, bool, double, text, numeric(scale: Int) }
     private let kinds: [Kind]
+    private let buffers: Buffers
+    private var ints: [UnsafeMutablePointer<Int64>]
+    private var doubles: [UnsafeMutablePointer<Double>]
+    private var texts: [UnsafeMutablePointer<String>]
+    private var nulls: [UnsafeMutablePointer<Bool>]
+    private var hasNulls: [Bool]
 
     public init(schema: [Field], capacity: Int) {
         self.schema = schema
-        batch = Batch(schema: schema, capacity: capacity)
-        kinds = schema.map { field in
+        let kinds: [Kind] = schema.map { field in
             switch field.type {
             case .smallint: .int16
             case .int, .date: .int32
@@ -30,14 +41,29 @@ public struct BinaryCopyDecoder {
             case .numeric(_, let scale): .numeric(scale: scale)
             }
         }
+        self.kinds = kinds
+        buffers = Buffers(kinds: kinds, capacity: max(capacity, 1))
+        (ints, doubles, texts, nulls) = (buffers.ints, buffers.doubles, buffers.texts, buffers.nulls)
+        hasNulls = kinds.map { _ in false }
     }
 
     /// Takes the batch decoded so far and starts a new one.
-    public mutating func takeBatch(capacity: Int) -> Batch {
-        let full = batch
-        batch = Batch(schema: schema, capacity: capacity)
+    public mutating func takeBatch() -> Batch {
+        let rows = batchRows
+        guard rows > 0 else { return Batch(schema: schema) }
+        let batch = Batch(columns: schema.indices.map { index in
+            var column = Column(schema[index])
+            switch kinds[index] {
+            case .double: column.doubles = Array(UnsafeBufferPointer(start: doubles[index], count: rows))
+            case .text: column.texts = Array(UnsafeBufferPointer(start: texts[index], count: rows))
+            default: column.ints = Array(UnsafeBufferPointer(start: ints[index], count: rows))
+            }
+            if hasNulls[index] { column.nulls = Array(UnsafeBufferPointer(start: nulls[index], count: rows)) }
+            return column
+        })
         batchRows = 0
-        return full
+        for index in hasNulls.indices { hasNulls[index] = false }
+        return batch
     }
 
     /// Decodes one message from `PQgetCopyData` (one row, the first one prefixed by the header).
@@ -59,41 +85,101 @@ public struct BinaryCopyDecoder {
             throw StageFailure.data("row \(rowNumber + 1) has \(fieldCount) columns, expected \(schema.count)")
         }
         rowNumber += 1
+        if batchRows == buffers.capacity {
+            buffers.grow()
+            (ints, doubles, texts, nulls) = (buffers.ints, buffers.doubles, buffers.texts, buffers.nulls)
+        }
+        let row = batchRows
         batchRows += 1
         for index in 0..<fieldCount {
             let length = Int(reader.int32())
             if length < 0 {
-                appendNull(index)
+                setNull(index, row)
                 continue
             }
             guard reader.remaining >= length else {
                 throw StageFailure.data("row \(rowNumber), column '\(schema[index].name)': truncated value")
             }
-            try appendValue(index, &reader, length)
-        }
-    }
-
-    private mutating func appendNull(_ index: Int) {
-        switch schema[index].type.storage {
-        case .int: batch.columns[index].append(int: nil)
-        case .double: batch.columns[index].append(double: nil)
-        case .text: batch.columns[index].append(text: nil)
-        }
-    }
-
-    private mutating func appendValue(_ index: Int, _ reader: inout ByteReader, _ length: Int) throws {
-        switch kinds[index] {
-        case .int16: batch.columns[index].append(int: Int64(reader.int16()))
-        case .int32: batch.columns[index].append(int: Int64(reader.int32()))
-        case .int64: batch.columns[index].append(int: reader.int64())
-        case .bool: batch.columns[index].append(int: Int64(reader.byte()))
-        case .double: batch.columns[index].append(double: Double(bitPattern: UInt64(bitPattern: reader.int64())))
-        case .text: batch.columns[index].append(text: reader.string(length))
-        case .numeric(let scale):
-            guard let value = reader.numeric(scale: scale, length: length) else {
-                throw StageFailure.data("row \(rowNumber), column '\(schema[index].name)': NaN or out-of-range numeric for \(schema[index].type)")
+            if hasNulls[index] { nulls[index][row] = false }
+            switch kinds[index] {
+            case .int16: ints[index][row] = Int64(reader.int16())
+            case .int32: ints[index][row] = Int64(reader.int32())
+            case .int64: ints[index][row] = reader.int64()
+            case .bool: ints[index][row] = Int64(reader.byte())
+            case .double: doubles[index][row] = Double(bitPattern: UInt64(bitPattern: reader.int64()))
+            case .text: texts[index][row] = reader.string(length)
+            case .numeric(let scale):
+                guard let value = reader.numeric(scale: scale, length: length) else {
+                    throw StageFailure.data("row \(rowNumber), column '\(schema[index].name)': NaN or out-of-range numeric for \(schema[index].type)")
+                }
+                ints[index][row] = value
             }
-            batch.columns[index].append(int: value)
+        }
+    }
+
+    private mutating func setNull(_ index: Int, _ row: Int) {
+        if !hasNulls[index] {
+            nulls[index].update(repeating: false, count: row)
+            hasNulls[index] = true
+        }
+        nulls[index][row] = true
+        switch kinds[index] {
+        case .double: doubles[index][row] = 0
+        case .text: texts[index][row] = ""
+        default: ints[index][row] = 0
+        }
+    }
+
+    /// Owns the decoder's column buffers (one of each storage per column; only
+    /// the kind's is used) and frees them with the last copy of the decoder.
+    private final class Buffers {
+        let kinds: [Kind]
+        private(set) var capacity: Int
+        private(set) var ints: [UnsafeMutablePointer<Int64>]
+        private(set) var doubles: [UnsafeMutablePointer<Double>]
+        private(set) var texts: [UnsafeMutablePointer<String>]
+        private(set) var nulls: [UnsafeMutablePointer<Bool>]
+
+        init(kinds: [Kind], capacity: Int) {
+            self.kinds = kinds
+            self.capacity = capacity
+            ints = kinds.map { _ in .allocate(capacity: capacity) }
+            doubles = kinds.map { _ in .allocate(capacity: capacity) }
+            texts = kinds.map { _ in
+                let buffer = UnsafeMutablePointer<String>.allocate(capacity: capacity)
+                buffer.initialize(repeating: "", count: capacity)
+                return buffer
+            }
+            nulls = kinds.map { _ in .allocate(capacity: capacity) }
+        }
+
+        deinit {
+            for index in kinds.indices {
+                texts[index].deinitialize(count: capacity)
+                ints[index].deallocate()
+                doubles[index].deallocate()
+                texts[index].deallocate()
+                nulls[index].deallocate()
+            }
+        }
+
+        /// Doubles every buffer, keeping the values so far.
+        func grow() {
+            let grown = capacity * 2
+            func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
+                let new = UnsafeMutablePointer<T>.allocate(capacity: grown)
+                new.moveInitialize(from: old, count: capacity)
+                old.deallocate()
+                return new
+            }
+            for index in kinds.indices {
+                ints[index] = moved(ints[index])
+                doubles[index] = moved(doubles[index])
+                texts[index] = moved(texts[index])
+                (texts[index] + capacity).initialize(repeating: "", count: grown - capacity)
+                nulls[index] = moved(nulls[index])
+            }
+            capacity = grown
         }
     }
 }
