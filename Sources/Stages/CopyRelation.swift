@@ -55,11 +55,20 @@ struct CopyRelation: KeyRestrictable {
         try context.connections.with(connection) { coordinator in
             try coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             defer { _ = try? coordinator.execute("ROLLBACK") }
-            let found = try coordinator.query("""
-                SELECT pg_export_snapshot(), c.relkind IN ('r', 'm'),
-                       pg_relation_size(c.oid) / current_setting('block_size')::bigint
-                FROM pg_class c WHERE c.oid = $1::regclass
-                """, [SQL.qualified(split.table)])
+            // A server that cannot export snapshots (or a relation it cannot
+            // size) is read by one COPY, which then reports any real error.
+            try coordinator.execute("SAVEPOINT split")
+            let found: PGResult
+            do {
+                found = try coordinator.query("""
+                    SELECT pg_export_snapshot(), c.relkind IN ('r', 'm'),
+                           pg_relation_size(c.oid) / current_setting('block_size')::bigint
+                    FROM pg_class c WHERE c.oid = $1::regclass
+                    """, [SQL.qualified(split.table)])
+            } catch let error as PGError where error.kind == .server {
+                try coordinator.execute("ROLLBACK TO SAVEPOINT split")
+                return try scanWhole(context, body)
+            }
             // Only a plain table (or materialized view) has blocks to divide.
             guard let snapshot = found.string(0, 0), found.string(0, 1) == "t", let blocks = found.int(0, 2),
                   blocks >= Int(split.streams) else {

@@ -73,6 +73,16 @@ final class ParallelExtractTests: XCTestCase {
         XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events"))
     }
 
+    func testAViewHasNoBlocksToDivideAndIsReadByOneCopy() async throws {
+        let source = try source(rows: 30_000)
+        try TestDatabase.connect(source).execute("CREATE VIEW recent AS SELECT * FROM events WHERE id > 100")
+        let warehouse = try TestDatabase.createDatabase("parallel_dw")
+        let yaml = pipeline(parallel: 3, where: "true").replacingOccurrences(of: "table: public.events\n", with: "table: public.recent\n")
+        let report = try await Dost.run(try load(yaml, source: source, warehouse: warehouse))
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events", where: "id > 100"))
+    }
+
     func testAStreamThatFailsFailsTheStageWithTheServerErrorAndStopsTheOthers() async throws {
         let source = try source(rows: 30_000)
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
