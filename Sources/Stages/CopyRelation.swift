@@ -57,7 +57,7 @@ struct CopyRelation: KeyRestrictable {
             defer { _ = try? coordinator.execute("ROLLBACK") }
             // A server that cannot export snapshots (or a relation it cannot
             // size) is read by one COPY, which then reports any real error.
-            try coordinator.execute("SAVEPOINT split")
+            // (No savepoint: a snapshot cannot be exported from a subtransaction.)
             let found: PGResult
             do {
                 found = try coordinator.query("""
@@ -66,7 +66,7 @@ struct CopyRelation: KeyRestrictable {
                     FROM pg_class c WHERE c.oid = $1::regclass
                     """, [SQL.qualified(split.table)])
             } catch let error as PGError where error.kind == .server {
-                try coordinator.execute("ROLLBACK TO SAVEPOINT split")
+                try coordinator.execute("ROLLBACK")
                 return try scanWhole(context, body)
             }
             // Only a plain table (or materialized view) has blocks to divide.

@@ -228,18 +228,31 @@ final class FaultTests: XCTestCase {
         try assertSignalAbortsTheRun(SIGTERM, name: "SIGTERM")
     }
 
-    func assertSignalAbortsTheRun(_ signal: Int32, name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+    func testSIGTERMDuringTheParallelCallsCopyStopsBothStreamsAndWritesNothing() throws {
+        // The shipped pipeline reads the calls in two streams; a pause per row keeps both busy.
+        let yaml = try Dost.yaml().replacingOccurrences(of: Dost.answeredCallsOnly, with: """
+                  where: "call_start_time IS NOT NULL AND pg_sleep(0.002)::text = ''"
+
+            """)
+        XCTAssertTrue(yaml.contains("pg_sleep") && yaml.contains("parallel: 2"))
+        try assertSignalAbortsTheRun(SIGTERM, name: "SIGTERM", yaml: yaml, copies: 2, copyLike: "COPY%ctid%pg_sleep%")
+    }
+
+    /// Sends `signal` once `copies` calls COPYs like `copyLike` are running (slowed by pg_sleep), then
+    /// checks the abort: exit 130, the summary, nothing written, no session left running.
+    func assertSignalAbortsTheRun(_ signal: Int32, name: String, yaml: String? = nil, copies: Int = 1,
+                                  copyLike: String = "COPY%pg_sleep%", file: StaticString = #filePath, line: UInt = #line) throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")
-        let path = try temporaryFile(try Dost.yamlWithSlowCalls(pause: 30))
+        let path = try temporaryFile(try yaml ?? Dost.yamlWithSlowCalls(pause: 30))
         let child = try RunnerChild(["run", path, "--as-of", "2020-10-15"], environment: Self.environment(source: source, warehouse: warehouse))
         let admin = try TestDatabase.connect(Self.admin)
         let sourceName = try Self.databaseName(source)
         let copying = Self.poll(timeout: 60) {
             try admin.query("""
                 SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND application_name = 'runner/dost_warehouse/userprogram'
-                  AND state = 'active' AND query LIKE 'COPY%pg_sleep%'
-                """, [sourceName]).rowCount > 0
+                  AND state = 'active' AND query LIKE $2
+                """, [sourceName, copyLike]).rowCount >= copies
         }
         XCTAssertTrue(copying, "the calls COPY was never seen", file: file, line: line)
         let sent = Date()

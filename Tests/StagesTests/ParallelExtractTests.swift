@@ -65,6 +65,33 @@ final class ParallelExtractTests: XCTestCase {
         XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events", where: "v % 7 <> 0"))
     }
 
+    func testTheStreamsRunAtOnceEachOverItsOwnBlockRange() throws {
+        let source = try source(rows: 30_000)
+        let definitions = ["source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)]
+        let cancellation = Cancellation()
+        let context = ScanContext(connections: ConnectionProvider(pipelineName: "parallel", stageID: "scan", definitions: definitions,
+                                                                  cancellation: cancellation),
+                                  cancellation: cancellation, metrics: StageMetrics())
+        // A pause per row keeps every stream busy while the first batches arrive.
+        let predicate = "pg_sleep(0.0002)::text = ''"
+        let relation = CopyRelation(connection: "source", sql: "SELECT \"id\" FROM \"public\".\"events\" WHERE \(predicate)",
+                                    schema: [Field("id", .bigint)], batchRows: 500,
+                                    split: .init(table: "public.events", columns: "\"id\"", predicate: predicate, streams: 3))
+        let observer = try TestDatabase.connect(source)
+        var busyStreams = 0, ids: [Int64] = []
+        try relation.scan(context) { batch in
+            if busyStreams == 0 {
+                busyStreams = try observer.query("""
+                    SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active'
+                      AND query LIKE 'COPY (SELECT "id" FROM "public"."events" WHERE %ctid%'
+                    """).int(0, 0) ?? 0
+            }
+            ids += batch.columns[0].ints
+        }
+        XCTAssertEqual(busyStreams, 3, "the three block ranges are read at the same time")
+        XCTAssertEqual(ids.sorted(), Array(1...30_000), "every row once")
+    }
+
     func testATableOfFewerBlocksThanStreamsIsReadByOneCopy() async throws {
         let source = try source(rows: 3)
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
