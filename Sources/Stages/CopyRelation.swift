@@ -36,11 +36,10 @@ struct CopyRelation: KeyRestrictable {
 
     /// The same rows for some groups only, selected by the server (an index on the key columns makes it cheap).
     func restricted(to scope: KeyScope) -> any Relation {
-        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(scope.sqlPredicate(qualifier: "whole"))",
-                     schema: schema, batchRows: batchRows)
+        filtered(scope.sqlPredicate(qualifier: "whole"))
     }
 
-    /// The rows that also satisfy `predicate` (SQL over the relation's columns).
+    /// The rows that also satisfy `predicate` (SQL over the relation's columns, or `whole.` ones).
     func filtered(_ predicate: String) -> CopyRelation {
         CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(predicate)",
                      schema: schema, batchRows: batchRows)
@@ -52,7 +51,7 @@ struct CopyRelation: KeyRestrictable {
         }
         // A coordinating session exports its snapshot and holds it open while
         // the streams, which import it, read; they see exactly the same rows.
-        try context.connections.with(connection) { coordinator in
+        let divided = try context.connections.with(connection) { coordinator -> Bool in
             try coordinator.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             defer { _ = try? coordinator.execute("ROLLBACK") }
             // A server that cannot export snapshots (or a relation it cannot
@@ -66,48 +65,41 @@ struct CopyRelation: KeyRestrictable {
                     FROM pg_class c WHERE c.oid = $1::regclass
                     """, [SQL.qualified(split.table)])
             } catch let error as PGError where error.kind == .server {
-                try coordinator.execute("ROLLBACK")
-                return try scanWhole(context, body)
+                return false
             }
             // Only a plain table (or materialized view) has blocks to divide.
             guard let snapshot = found.string(0, 0), found.string(0, 1) == "t", let blocks = found.int(0, 2),
-                  blocks >= Int(split.streams) else {
-                return try scanWhole(context, body)
-            }
-            let (schema, batchRows, connection) = (self.schema, self.batchRows, self.connection)
+                  blocks >= Int(split.streams) else { return false }
             let active = (0..<split.streams).map { _ in ActiveConnection() }
             try Self.pipelined(producers: (0..<split.streams).map { stream in
-                { emit in
-                    try context.connections.with(connection) { session in
-                        active[stream].set(session)
-                        defer { active[stream].set(nil) }
-                        try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                        defer { _ = try? session.execute("ROLLBACK") }
-                        try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))")
-                        try Self.copy(split.select(stream: stream, blocks: Int64(blocks)), schema: schema,
-                                      batchRows: batchRows, session, context, emit)
-                    }
-                }
+                { emit in try read(split.select(stream: stream, blocks: Int64(blocks)), snapshot: snapshot, active[stream], context, emit) }
             }, interrupt: { active.forEach { $0.cancel() } }, body)
+            return true
         }
+        if !divided { try scanWhole(context, body) }
     }
 
     /// One COPY of the whole SELECT.
     private func scanWhole(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
-        let (sql, schema, batchRows, connection) = (self.sql, self.schema, self.batchRows, self.connection)
         let active = ActiveConnection()
         // Reading and decoding run on their own thread, so the server keeps
         // sending while the consumer aggregates the previous batches.
-        try Self.pipelined(produce: { emit in
-            try context.connections.with(connection) { session in
-                active.set(session)
-                defer { active.set(nil) }
-                // One read-only snapshot for the whole COPY.
-                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                defer { _ = try? session.execute("ROLLBACK") }
-                try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
-            }
-        }, interrupt: { active.cancel() }, body)
+        try Self.pipelined(produce: { emit in try read(sql, snapshot: nil, active, context, emit) },
+                           interrupt: { active.cancel() }, body)
+    }
+
+    /// One producer: a session of its own, one read-only snapshot (`snapshot`,
+    /// when given, is imported) and one COPY of `sql`.
+    private func read(_ sql: String, snapshot: String?, _ active: ActiveConnection, _ context: ScanContext,
+                      _ emit: (Batch) throws -> Void) throws {
+        try context.connections.with(connection) { session in
+            active.set(session)
+            defer { active.set(nil) }
+            try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            defer { _ = try? session.execute("ROLLBACK") }
+            if let snapshot { try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))") }
+            try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+        }
     }
 
     /// Streams one SELECT as COPY binary, decoded into batches of `batchRows`.

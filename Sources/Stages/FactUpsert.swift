@@ -46,7 +46,7 @@ public struct FactUpsert: Stage {
             // they are in memory already, downstream reads them there instead
             // of reading the table back.
             if let written = input as? MaterializedRelation {
-                return .table(name: target.table, relation: MaterializedRelation(try written.batch.projected(to: fields)))
+                return .table(name: target.table, relation: MaterializedRelation(written.batch.projected(to: fields)))
             }
             return .table(name: target.table, relation: target.read(columns: fields))
         }

@@ -164,23 +164,29 @@ public struct MetricRollup: Stage {
     /// is deleted. nil when a changed cell has a NULL dimension, which a
     /// scoped write cannot address (then everything is rolled up).
     private func rollupChanged(_ replaced: ReplacedRows, _ context: StageContext) throws -> StageOutput? {
-        var truncated: [Int64: Int64] = [:]
+        var truncated = [[Int64: Int64]](repeating: [:], count: dimensions.count)
         var cells: Set<[Value]> = []
         for batch in [replaced.before, replaced.after] {
             let columns = try dimensionColumns(of: batch)
             for row in 0..<batch.count { cells.insert(cell(columns, row, &truncated)) }
         }
         if cells.contains(where: { $0.contains(.null) }) { return nil }
-        // The server sends only the rows of changed cells when it can select them.
-        var table = replaced.table
-        if let copy = table as? CopyRelation, let predicate = cellPredicate(cells, schema: copy.schema) { table = copy.filtered(predicate) }
-        let all = try table.materialize(context.scan)
-        let columns = try dimensionColumns(of: all)
-        var inCells = Batch(schema: all.schema)
-        for row in 0..<all.count where cells.contains(cell(columns, row, &truncated)) { inCells.append(row: all.row(row)) }
+        let ordered = cells.sorted { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }
+        // The server sends only the rows of changed cells when it can select
+        // them; otherwise they are picked out here.
+        let inCells: Batch
+        if let copy = replaced.table as? CopyRelation, let predicate = cellPredicate(ordered, schema: copy.schema) {
+            inCells = try copy.filtered(predicate).materialize(context.scan)
+        } else {
+            let all = try replaced.table.materialize(context.scan)
+            let columns = try dimensionColumns(of: all)
+            var picked = Batch(schema: all.schema)
+            for row in 0..<all.count where cells.contains(cell(columns, row, &truncated)) { picked.append(row: all.row(row)) }
+            inCells = picked
+        }
         let output = try rollup(inCells)
         var scope = Batch(schema: Array(output.schema.prefix(dimensions.count)))
-        for key in cells.sorted(by: { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }) { scope.append(row: key) }
+        for key in ordered { scope.append(row: key) }
         _ = try target.write(columns: output.schema, context: context, deleteMissing: true, scope: scope) { try $0(output) }
         context.metrics.produced(rows: output.count)
         context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count)])
@@ -189,7 +195,7 @@ public struct MetricRollup: Stage {
 
     /// SQL selecting the rows of `cells` (dimension values, dates truncated)
     /// from rows of `schema`; nil when a dimension's type has no literal form here.
-    func cellPredicate(_ cells: Set<[Value]>, schema: [Field]) -> String? {
+    func cellPredicate(_ cells: [[Value]], schema: [Field]) -> String? {
         guard !cells.isEmpty else { return "false" }
         let types = dimensions.map { dimension in schema.first { $0.name == dimension.column }?.type }
         guard types.allSatisfy({ [.smallint, .int, .bigint, .date, .text].contains($0) }) else { return nil }
@@ -203,7 +209,7 @@ public struct MetricRollup: Stage {
             }
         }
         var tuples: [String] = []
-        for cell in cells.sorted(by: { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }) {
+        for cell in cells {
             var literals: [String] = []
             for (index, value) in cell.enumerated() {
                 switch value {
@@ -226,15 +232,16 @@ public struct MetricRollup: Stage {
         try dimensions.map { batch.columns[try batch.require($0.column, in: "input '\(from)'")] }
     }
 
-    /// A row's dimension values, dates truncated as declared (each distinct date once).
-    private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [Int64: Int64]) -> [Value] {
+    /// A row's dimension values, dates truncated as declared (each distinct date
+    /// once per dimension: two dimensions may truncate one column differently).
+    private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [[Int64: Int64]]) -> [Value] {
         dimensions.indices.map { index in
             let value = columns[index].value(at: row)
             guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
-            if let first = truncated[day] { return .int(first) }
+            if let first = truncated[index][day] { return .int(first) }
             let date = CivilDate(pgDays: day)
             let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
-            truncated[day] = first
+            truncated[index][day] = first
             return .int(first)
         }
     }
@@ -242,7 +249,7 @@ public struct MetricRollup: Stage {
     /// The rollup itself, without writing: one row per dimension group (and unpivot name).
     func rollup(_ input: Batch) throws -> Batch {
         let what = "input '\(from)'"
-        let dimensionColumns = try dimensions.map { input.columns[try input.require($0.column, in: what)] }
+        let dimensionColumns = try dimensionColumns(of: input)
         let unpivoted: [(name: String?, fields: [String: String])] = groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
         func column(_ field: String, _ group: [String: String]) throws -> Column {
             input.columns[try input.require(group[field] ?? field, in: what)]
@@ -272,7 +279,7 @@ public struct MetricRollup: Stage {
 
         var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
         // Truncating a date to its month or year once per distinct date, not per row.
-        var truncated: [Int64: Int64] = [:]
+        var truncated = [[Int64: Int64]](repeating: [:], count: dimensions.count)
         for (groupName, fields) in unpivoted {
             let metricColumns: [Column?] = try metrics.map { _, metric in
                 switch metric {
@@ -303,7 +310,7 @@ public struct MetricRollup: Stage {
         }
 
         var output = Batch(schema: outputFields, capacity: accumulators.keys.count)
-        let metricCount = metrics.count, levelCount = levels?.thresholds.count ?? 0
+        let (metricCount, levelCount) = (accumulators.metricCount, accumulators.levelCount)
         for (slot, key) in accumulators.keys.enumerated() {
             var row = key
             for (index, (_, metric)) in metrics.enumerated() {

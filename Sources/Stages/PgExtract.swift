@@ -66,13 +66,15 @@ public struct PgExtract: WatermarkSource {
         }
     }
 
+    /// The declared columns, quoted, in order.
+    private var columnList: String { fields.map { SQL.ident($0.name) }.joined(separator: ", ") }
+
     /// The SELECT whose result is copied: only the declared columns, quoted.
     var selectSQL: String {
-        let columns = fields.map { SQL.ident($0.name) }.joined(separator: ", ")
         if let table {
-            return "SELECT \(columns) FROM \(SQL.qualified(table))" + (predicate.map { " WHERE \($0)" } ?? "")
+            return "SELECT \(columnList) FROM \(SQL.qualified(table))" + (predicate.map { " WHERE \($0)" } ?? "")
         }
-        return "SELECT \(columns) FROM (\(query!)) AS extract_query"
+        return "SELECT \(columnList) FROM (\(query!)) AS extract_query"
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
@@ -98,7 +100,7 @@ public struct PgExtract: WatermarkSource {
         context.metrics.used(dataset)
         var all = CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows)
         if let table, streams > 1 {
-            all.split = .init(table: table, columns: fields.map { SQL.ident($0.name) }.joined(separator: ", "),
+            all.split = .init(table: table, columns: columnList,
                               predicate: predicate, streams: streams)
         }
         guard let refresh = context.refresh else { return .relation(all) }
@@ -141,8 +143,7 @@ public struct PgExtract: WatermarkSource {
         let late = "xmin::text::bigint >= 3 AND \(widened) >= pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint"
         // One index range over the look-back and everything above it.
         let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
-        let columns = fields.map { SQL.ident($0.name) }.joined(separator: ", ")
-        let sql = "SELECT \(columns) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")
+        let sql = "SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")
         return CopyRelation(connection: connection, sql: sql, schema: fields, batchRows: batchRows)
     }
 

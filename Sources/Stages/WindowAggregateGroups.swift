@@ -352,24 +352,23 @@ struct GroupTable {
             row += dateValues[(group * dates)..<((group + 1) * dates)].map { $0.map(Value.int) ?? .null }
             let ends = windowEnds(of: group)
             for w in 0..<windowCount {
-                let end = windowEnd[group * windowCount + w]
-                let closed = end.map { $0 <= asOfDay } ?? false
+                guard let end = ends[ends.startIndex + w], end <= asOfDay else {
+                    row += repeatElement(Value.null, count: measureCount)  // open: no values yet
+                    continue
+                }
                 let base = (group * windowCount + w) * measureCount
                 // Events were counted in the cell of the earliest-ending window
                 // holding them: this window holds the cells of all windows ending no later.
-                let cells = end.map { end in ends.indices.filter { ends[$0].map { $0 <= end } ?? false }
-                    .map { group * windowCount + ($0 - ends.startIndex) } } ?? []
+                let cells = ends.indices.filter { ends[$0].map { $0 <= end } ?? false }.map { group * windowCount + ($0 - ends.startIndex) }
                 for (m, measure) in stage.measures.enumerated() {
-                    guard closed else { row.append(.null); continue }
+                    let sum = cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }
                     switch measure.kind {
                     case .countDistinct:
                         let ordinal = distinctMeasures.firstIndex(of: m)!
                         row.append(.int(Int64(distinct.countUnion(slots: cells.map { $0 * distinctMeasures.count + ordinal }))))
-                    case .count: row.append(.int(cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }))
+                    case .count: row.append(.int(sum))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
-                    case let .sum(_, _, divideBy, scale):
-                        let sum = cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }
-                        row.append(.int(Rounding.divide(sum * Rounding.pow10(scale), by: divideBy)))
+                    case let .sum(_, _, divideBy, scale): row.append(.int(Rounding.divide(sum * Rounding.pow10(scale), by: divideBy)))
                     }
                 }
             }

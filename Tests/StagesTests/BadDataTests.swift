@@ -98,20 +98,7 @@ final class BadDataTests: XCTestCase {
 
     /// Runs the shipped pipeline, or `yaml`; by default reading every call, so that each rule is exercised.
     func run(source: String, warehouse: String, yaml: String? = nil) async throws -> RunReport {
-        let pipeline: PipelineDefinition
-        if let yaml {
-            let path = FileManager.default.temporaryDirectory.appendingPathComponent("bad-data-\(UUID().uuidString).yaml").path
-            try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-            addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-            var environment = ProcessInfo.processInfo.environment
-            environment["DOST_SOURCE_URL"] = source
-            environment["DOST_WAREHOUSE_URL"] = warehouse
-            pipeline = try PipelineLoader(registry: .standard).load(
-                path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: "2020-10-15")))
-        } else {
-            return try await run(source: source, warehouse: warehouse, yaml: try Dost.yamlReadingUnansweredCalls())
-        }
-        return try await Dost.run(pipeline)
+        try await Dost.run(try Dost.loadPipeline(yaml: try yaml ?? Dost.yamlReadingUnansweredCalls(), source: source, warehouse: warehouse))
     }
 
     /// The real binary, for data that might crash the process (a crash here must

@@ -1,5 +1,5 @@
 import Foundation
-import PipelineKit
+@testable import PipelineKit
 import XCTest
 
 /// Warehouse writes travel as binary COPY: every value must arrive exactly as
@@ -120,5 +120,24 @@ final class BinaryCopyWriteTests: XCTestCase {
             one.append(row: [.int(9), .int(9)])
             if !tableHadRows { _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(one) } }
         }
+    }
+
+    func testTheDecoderReadsBackWhatTheEncoderWritesEvenPastItsInitialCapacity() throws {
+        let fields = [Field("id", .bigint), Field("name", .text), Field("score", .double), Field("day", .date)]
+        var batch = Batch(schema: fields)
+        for row in 0..<5 {
+            batch.append(row: [.int(Int64(row)), row == 2 ? .null : .text("n\t\(row)"), row == 3 ? .null : .double(Double(row) / 4),
+                               .int(Int64(row * 100))])
+        }
+        var encoder = try CopyBinaryEncoder(columns: batch.columns, types: fields.map(\.type))
+        var decoder = BinaryCopyDecoder(schema: fields, capacity: 2)
+        for row in 0..<batch.count {
+            try encoder.append(row: row)
+            let message = (row == 0 ? CopyBinaryEncoder.header : []) + encoder.takeBytes()
+            try message.withUnsafeBytes { try decoder.decode($0) }
+        }
+        let decoded = decoder.takeBatch()
+        XCTAssertEqual((0..<decoded.count).map(decoded.row), (0..<batch.count).map(batch.row))
+        XCTAssertEqual(decoder.takeBatch().count, 0, "a taken batch starts the next one empty")
     }
 }

@@ -34,13 +34,29 @@ enum Dost {
         return source
     }
 
-    static func loadPipeline(source: String, warehouse: String, asOf: String, file: String = "pipelines/dost_warehouse.yaml") throws -> PipelineDefinition {
+    /// The process environment with the Dost pipeline's connection variables set.
+    static func environment(source: String, warehouse: String) -> [String: String] {
         var environment = ProcessInfo.processInfo.environment
         environment["DOST_SOURCE_URL"] = source
         environment["DOST_WAREHOUSE_URL"] = warehouse
-        return try PipelineLoader(registry: .standard).load(
+        return environment
+    }
+
+    static func loadPipeline(source: String, warehouse: String, asOf: String, file: String = "pipelines/dost_warehouse.yaml",
+                             variables: [(name: String, value: String)] = []) throws -> PipelineDefinition {
+        try PipelineLoader(registry: .standard).load(
             path: TestDatabase.repositoryRoot.appendingPathComponent(file).path,
-            options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
+            options: LoadOptions(environment: environment(source: source, warehouse: warehouse), variableOverrides: variables,
+                                 asOf: CivilDate(iso: asOf)))
+    }
+
+    /// Loads a pipeline given as text (a variant of the shipped one, say) through a temporary file.
+    static func loadPipeline(yaml: String, source: String, warehouse: String, asOf: String = "2020-10-15") throws -> PipelineDefinition {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString).yaml").path
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try PipelineLoader(registry: .standard).load(
+            path: path, options: LoadOptions(environment: environment(source: source, warehouse: warehouse), asOf: CivilDate(iso: asOf)))
     }
 
     static func run(_ pipeline: PipelineDefinition, fullRefresh: Bool = false, observers: [any RunObserver] = [],

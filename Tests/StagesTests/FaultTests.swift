@@ -42,9 +42,7 @@ final class FaultTests: XCTestCase {
     }
 
     static func environment(source: String, warehouse: String) -> [String: String] {
-        var environment = ProcessInfo.processInfo.environment
-        environment["DOST_SOURCE_URL"] = source
-        environment["DOST_WAREHOUSE_URL"] = warehouse
+        var environment = Dost.environment(source: source, warehouse: warehouse)
         environment["RUNNER_LOG_LEVEL"] = "info"
         return environment
     }

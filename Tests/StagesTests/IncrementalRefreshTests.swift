@@ -22,8 +22,7 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertGreaterThan(second.stage("userprogram_fact")?.written?.inserted ?? 0, 0,
                              "the arriving users' programs are new fact rows\n\(second.summaryTable)")
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-20")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-20")
     }
 
     func testACallCommittedByATransactionOpenDuringTheLastRunIsNotMissed() async throws {
@@ -85,15 +84,14 @@ final class IncrementalRefreshTests: XCTestCase {
 
         let during = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
         let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)"
-        let factWithoutTheCall = try Incremental.rows(TestDatabase.connect(warehouse), factSQL)
+        let factWithoutTheCall = try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL)
 
         try open.execute("COMMIT")
         let after = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-05")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        let full = try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-05")
         // The late call matters: without it the fact row would differ from a full refresh.
-        let factWithTheCall = try Incremental.rows(TestDatabase.connect(full), factSQL)
+        let factWithTheCall = try TestDatabase.rows(TestDatabase.connect(full), factSQL)
         XCTAssertEqual(factWithTheCall.count, 1, "fact row of (\(user), \(program))")
         XCTAssertNotEqual(factWithoutTheCall, factWithTheCall,
                           "call \(heldID) of (\(user), \(program)) does not change its fact row, so this test proves nothing")
@@ -110,8 +108,7 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertLessThan(recomputed, (first.stage("userprogram")?.rowsOut ?? 0) / 4, "only the pairs whose windows closed")
         XCTAssertEqual(later.stage("userprogram_fact")?.written?.updated, recomputed, later.summaryTable)
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
 
     func testAfterALongGapMostPairsChangedSoAllAreRecomputedInOneRead() async throws {
@@ -136,8 +133,7 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertEqual(written.changed, 0, "userprogram_fact: \(written)")
         XCTAssertEqual(again.stage("userprogram")?.rowsOut, 0, again.summaryTable)
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
 
     func testAnEarlierAsOfIsRefusedUnlessFullRefresh() async throws {
@@ -154,8 +150,7 @@ final class IncrementalRefreshTests: XCTestCase {
 
         let rebuilt = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01", fullRefresh: true)
         XCTAssertEqual(rebuilt.refresh, "full refresh: --full-refresh was given")
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-01")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-01")
     }
 
     func testChangingAVariableForcesAFullRefreshNamingIt() async throws {
@@ -169,8 +164,7 @@ final class IncrementalRefreshTests: XCTestCase {
                       "refresh: \(changed.refresh ?? "nil")")
         XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, changed.summaryTable)
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15", variables: stricter)
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15", variables: stricter)
     }
 
     func testAPairMovedToAnotherCellLeavesNoEmptyMetricRowBehind() async throws {
@@ -202,8 +196,7 @@ final class IncrementalRefreshTests: XCTestCase {
               AND cohort_month = '\(cohort)'::date
             """).int(0, 0)
         XCTAssertEqual(left, 0, "the emptied cell (\(partner), \(program), \(cohort)) is still there")
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
 
     func testChangedReferenceDataForcesAFullRefreshNamingTheExtract() async throws {
@@ -217,8 +210,7 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertTrue(changed.refresh?.hasPrefix("full refresh: the content of extract 'partners' changed") == true,
                       "refresh: \(changed.refresh ?? "nil")")
         XCTAssertGreaterThan(changed.stage("userprogram_fact")?.written?.updated ?? 0, 0, "the change must move fact rows")
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
 
     func testAFailedRunKeepsThePreviousWatermarksSoTheNextRunRedoesItsWork() async throws {
@@ -245,8 +237,7 @@ final class IncrementalRefreshTests: XCTestCase {
                       "refresh: \(retried.refresh ?? "nil")")
         XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), retried.runID.uuidString.lowercased())
 
-        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-20")
-        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-20")
     }
 
     func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {
@@ -343,19 +334,9 @@ enum Incremental {
             """)
     }
 
-    static func load(source: String, warehouse: String, asOf: String,
-                     variables: [(name: String, value: String)] = []) throws -> PipelineDefinition {
-        var environment = ProcessInfo.processInfo.environment
-        environment["DOST_SOURCE_URL"] = source
-        environment["DOST_WAREHOUSE_URL"] = warehouse
-        return try PipelineLoader(registry: .standard).load(
-            path: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml").path,
-            options: LoadOptions(environment: environment, variableOverrides: variables, asOf: CivilDate(iso: asOf)))
-    }
-
     static func run(source: String, warehouse: String, asOf: String, fullRefresh: Bool = false,
                     variables: [(name: String, value: String)] = []) async throws -> RunReport {
-        try await Dost.run(try load(source: source, warehouse: warehouse, asOf: asOf, variables: variables),
+        try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: asOf, variables: variables),
                            fullRefresh: fullRefresh)
     }
 
@@ -387,8 +368,14 @@ enum Incremental {
         return warehouse
     }
 
-    static func rows(_ connection: PGConnection, _ sql: String) throws -> [String] {
-        try TestDatabase.rows(connection, sql)
+    /// `warehouse` (refreshed incrementally) equals a full refresh of `source` as of `asOf`; returns that full warehouse.
+    @discardableResult
+    static func assertEqualsFullRefresh(_ warehouse: String, source: String, asOf: String,
+                                        variables: [(name: String, value: String)] = [],
+                                        file: StaticString = #filePath, line: UInt = #line) async throws -> String {
+        let full = try await fullWarehouse(source: source, asOf: asOf, variables: variables, file: file, line: line)
+        try assertWarehousesEqual(incremental: warehouse, full: full, file: file, line: line)
+        return full
     }
 
     /// The four warehouse tables hold the same rows, every column but the bookkeeping ones compared as text.
@@ -406,7 +393,7 @@ enum Incremental {
             XCTAssertEqual(try inc.query(columnsSQL, [table]).rows.compactMap { $0[0] }.sorted(), columns.sorted(),
                            "dw.\(table) columns", file: file, line: line)
             let select = "SELECT \(columns.map { SQL.ident($0) }.joined(separator: ", ")) FROM dw.\(table)"
-            let expected = try rows(reference, select), got = try rows(inc, select)
+            let expected = try TestDatabase.rows(reference, select), got = try TestDatabase.rows(inc, select)
             XCTAssertFalse(expected.isEmpty, "dw.\(table) is empty after a full refresh", file: file, line: line)
             XCTAssertEqual(got.count, expected.count, "dw.\(table) row count", file: file, line: line)
             let expectedSet = Set(expected), gotSet = Set(got)

@@ -76,12 +76,7 @@ final class LineageTests: XCTestCase {
         let yaml = try Dost.yaml()
             .replacingOccurrences(of: "columns: {user_id: bigint, program_id: int, listen_secs: int, call_start_time: timestamptz, programseq_id: bigint}",
                                   with: "columns: {user_id: bigint, program_id: int, listen_secs: int, call_start_time: timestamptz, no_such_column: bigint}")
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("broken-\(UUID().uuidString).yaml").path
-        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        var environment = ProcessInfo.processInfo.environment
-        environment["DOST_SOURCE_URL"] = source
-        environment["DOST_WAREHOUSE_URL"] = warehouse
-        let pipeline = try PipelineLoader(registry: .standard).load(path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: "2020-10-15")))
+        let pipeline = try Dost.loadPipeline(yaml: yaml, source: source, warehouse: warehouse)
         let report = try await run(pipeline, log: log)
         XCTAssertEqual(report.status, .failed)
         let all = try events(log)

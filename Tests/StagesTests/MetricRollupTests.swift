@@ -218,4 +218,15 @@ final class MetricRollupTests: XCTestCase {
             [.int(F.day(2020, 1, 1)), .int(2)], [.int(F.day(1999, 1, 1)), .int(1)], [.null, .int(1)],
         ])
     }
+
+    func testTwoDimensionsTruncatingOneDateDifferentlyEachKeepTheirOwn() throws {
+        let yaml = """
+            from: userprogram
+            dimensions: {cohort_month: {column: start_date, truncate: month}, cohort_year: {column: start_date, truncate: year}}
+            metrics: {users: {count: true}}
+            write: {connection: warehouse, table: dw.t, key: [cohort_month, cohort_year]}
+            """
+        let output = try make(yaml).rollup(F.batch([Field("start_date", .date)], [[.int(F.day(2020, 6, 15))], [.int(F.day(2020, 6, 15))]]))
+        XCTAssertEqual((0..<output.count).map(output.row), [[.int(F.day(2020, 6, 1)), .int(F.day(2020, 1, 1)), .int(2)]])
+    }
 }

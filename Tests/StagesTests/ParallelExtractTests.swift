@@ -6,22 +6,12 @@ import XCTest
 /// `parallel: N` reads a table as N COPY streams over ranges of its blocks,
 /// in one shared snapshot: the same rows as one COPY, each exactly once.
 final class ParallelExtractTests: XCTestCase {
-    private func load(_ yaml: String, source: String, warehouse: String) throws -> PipelineDefinition {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("parallel-\(UUID().uuidString).yaml").path
-        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        var environment = ProcessInfo.processInfo.environment
-        environment["SOURCE_URL"] = source
-        environment["WAREHOUSE_URL"] = warehouse
-        return try PipelineLoader(registry: .standard).load(path: path, options: LoadOptions(environment: environment))
-    }
-
     private func pipeline(parallel: Int, where predicate: String) -> String {
         """
         pipeline: parallel
         connections:
-          source: {url: "${SOURCE_URL}", read_only: true}
-          warehouse: {url: "${WAREHOUSE_URL}"}
+          source: {url: "${DOST_SOURCE_URL}", read_only: true}
+          warehouse: {url: "${DOST_WAREHOUSE_URL}"}
         defaults: {warehouse: warehouse, retry: {max_attempts: 1}}
         stages:
           - id: events
@@ -60,7 +50,7 @@ final class ParallelExtractTests: XCTestCase {
         let blocks = try TestDatabase.connect(source).query("SELECT pg_relation_size('events') / 8192").int(0, 0) ?? 0
         XCTAssertGreaterThan(blocks, 30, "the table must span enough blocks to be divided")
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
-        let report = try await Dost.run(try load(pipeline(parallel: 3, where: "v % 7 <> 0"), source: source, warehouse: warehouse))
+        let report = try await Dost.run(try Dost.loadPipeline(yaml: pipeline(parallel: 3, where: "v % 7 <> 0"), source: source, warehouse: warehouse))
         XCTAssertEqual(report.status, .succeeded, report.summaryTable)
         XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events", where: "v % 7 <> 0"))
     }
@@ -95,7 +85,7 @@ final class ParallelExtractTests: XCTestCase {
     func testATableOfFewerBlocksThanStreamsIsReadByOneCopy() async throws {
         let source = try source(rows: 3)
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
-        let report = try await Dost.run(try load(pipeline(parallel: 4, where: "true"), source: source, warehouse: warehouse))
+        let report = try await Dost.run(try Dost.loadPipeline(yaml: pipeline(parallel: 4, where: "true"), source: source, warehouse: warehouse))
         XCTAssertEqual(report.status, .succeeded, report.summaryTable)
         XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events"))
     }
@@ -105,7 +95,7 @@ final class ParallelExtractTests: XCTestCase {
         try TestDatabase.connect(source).execute("CREATE VIEW recent AS SELECT * FROM events WHERE id > 100")
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
         let yaml = pipeline(parallel: 3, where: "true").replacingOccurrences(of: "table: public.events\n", with: "table: public.recent\n")
-        let report = try await Dost.run(try load(yaml, source: source, warehouse: warehouse))
+        let report = try await Dost.run(try Dost.loadPipeline(yaml: yaml, source: source, warehouse: warehouse))
         XCTAssertEqual(report.status, .succeeded, report.summaryTable)
         XCTAssertEqual(try digest(warehouse, "dw.events"), try digest(source, "events", where: "id > 100"))
     }
@@ -114,7 +104,7 @@ final class ParallelExtractTests: XCTestCase {
         let source = try source(rows: 30_000)
         let warehouse = try TestDatabase.createDatabase("parallel_dw")
         // Only rows in the last third of the table divide by zero.
-        let report = try await Dost.run(try load(pipeline(parallel: 3, where: "CASE WHEN id > 25000 THEN 1 / (id - id) ELSE 1 END = 1"),
+        let report = try await Dost.run(try Dost.loadPipeline(yaml: pipeline(parallel: 3, where: "CASE WHEN id > 25000 THEN 1 / (id - id) ELSE 1 END = 1"),
                                                  source: source, warehouse: warehouse))
         XCTAssertEqual(report.status, .failed, report.summaryTable)
         XCTAssertTrue(report.stage("copied")?.error?.contains("division by zero") ?? false, report.summaryTable)
@@ -131,7 +121,7 @@ final class ParallelExtractTests: XCTestCase {
             .replacingOccurrences(of: "      table: public.events\n", with: "      query: SELECT id, v, note FROM events\n")
             .replacingOccurrences(of: "      where: true\n", with: "")
         XCTAssertTrue(yaml.contains("query:") && !yaml.contains("where:"))
-        XCTAssertThrowsError(try load(yaml, source: "dbname=unused", warehouse: "dbname=unused")) { error in
+        XCTAssertThrowsError(try Dost.loadPipeline(yaml: yaml, source: "dbname=unused", warehouse: "dbname=unused")) { error in
             let message = String(describing: error)
             XCTAssertTrue(message.contains("'parallel' divides a 'table' by its blocks"), message)
             XCTAssertTrue(message.contains(":13:"), "the line of 'parallel': \(message)")

@@ -9,12 +9,7 @@ import XCTest
 final class ReliabilityTests: XCTestCase {
     /// Writes a variant of a pipeline to a temporary file and loads it.
     func load(_ yaml: String, source: String, warehouse: String, asOf: String = "2020-10-15") throws -> PipelineDefinition {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("pipeline-\(UUID().uuidString).yaml").path
-        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        var environment = ProcessInfo.processInfo.environment
-        environment["DOST_SOURCE_URL"] = source
-        environment["DOST_WAREHOUSE_URL"] = warehouse
-        return try PipelineLoader(registry: .standard).load(path: path, options: LoadOptions(environment: environment, asOf: CivilDate(iso: asOf)))
+        try Dost.loadPipeline(yaml: yaml, source: source, warehouse: warehouse, asOf: asOf)
     }
 
     static let header = """

@@ -19,17 +19,10 @@ public struct Batch: Sendable {
     public func row(_ row: Int) -> [Value] { columns.map { $0.value(at: row) } }
 
     /// The columns named by `fields`, in that order and labelled with their
-    /// types (each stored as the batch stores it); a configuration error
-    /// names a missing or differently stored column.
-    public func projected(to fields: [Field]) throws -> Batch {
-        Batch(columns: try fields.map { field in
-            guard let index = index(of: field.name) else {
-                throw StageFailure.config("column '\(field.name)' is missing; the rows have \(schema.map(\.name).joined(separator: ", "))")
-            }
-            guard columns[index].field.type.storage == field.type.storage else {
-                throw StageFailure.config("column '\(field.name)' is stored as \(columns[index].field.type), not as \(field.type)")
-            }
-            var column = columns[index]
+    /// types. Each must exist and be stored as its field's type is (callers check).
+    public func projected(to fields: [Field]) -> Batch {
+        Batch(columns: fields.map { field in
+            var column = columns[index(of: field.name)!]
             column.relabel(field)
             return column
         })

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// What makes a pipeline's results what they are, apart from its data and
@@ -19,11 +18,7 @@ public struct RefreshFingerprint: Sendable, Codable, Equatable {
 
     public init(pipeline: PipelineDefinition) {
         stages = Dictionary(uniqueKeysWithValues: pipeline.stages.map { ($0.id, $0.refreshFingerprint) })
-        variables = Dictionary(uniqueKeysWithValues: pipeline.variables.filter { $0.key != "as_of" }.map { ($0.key, Self.sha256($0.value.text)) })
-    }
-
-    static func sha256(_ text: String) -> String {
-        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        variables = Dictionary(uniqueKeysWithValues: pipeline.variables.filter { $0.key != "as_of" }.map { ($0.key, LineageLog.sha256($0.value.text)) })
     }
 
     /// Why results could differ from those of `previous`; nil when they cannot.

@@ -86,8 +86,8 @@ enum RefreshPlanner {
     static func decide(asOf: CivilDate, fullRefresh: Bool, states: [String: RefreshState], writers: [String],
                        fingerprint: RefreshFingerprint, current watermarks: [String: Watermark]) throws -> RefreshPlan.Mode {
         // States of stages no longer in the pipeline do not count.
-        let current = states.filter { writers.contains($0.key) }
-        if let latest = current.values.map(\.asOf).max(), asOf < latest, !fullRefresh {
+        let relevant = writers.compactMap { states[$0] }
+        if let latest = relevant.map(\.asOf).max(), asOf < latest, !fullRefresh {
             throw RefreshRefused("as_of \(asOf) is before the last run's as_of \(latest); incremental runs only move forward. Run with --full-refresh to rebuild as of \(asOf)")
         }
         if fullRefresh { return .full(reason: "--full-refresh was given") }
@@ -97,7 +97,6 @@ enum RefreshPlanner {
         }
         // Redo from the oldest writer's state: after a run killed between two
         // writes, the stage that did not commit still needs that run's changes.
-        let relevant = writers.compactMap { states[$0] }
         guard let since = relevant.min(by: { $0.committedAt < $1.committedAt }) else {
             return .full(reason: "no stage writes to the warehouse")
         }

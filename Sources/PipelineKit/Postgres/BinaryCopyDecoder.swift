@@ -16,7 +16,8 @@ public struct BinaryCopyDecoder {
     /// Rows decoded into the batch being built.
     public private(set) var batchRows = 0
 
-    private static let signature: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00]
+    /// What every binary COPY stream starts with.
+    static let signature: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00]
 
     /// How each field is read, decided once instead of per value.
     enum Kind { case int16, int32, int64, bool, double, text, numeric(scale: Int) }
@@ -130,8 +131,9 @@ public struct BinaryCopyDecoder {
         }
     }
 
-    /// Owns the decoder's column buffers (one of each storage per column; only
-    /// the kind's is used) and frees them with the last copy of the decoder.
+    /// Owns the decoder's column buffers and frees them with the last copy of
+    /// the decoder. Each column has a NULL flag buffer and a value buffer of
+    /// its kind's storage; the other two storages get empty buffers.
     private final class Buffers {
         let kinds: [Kind]
         private(set) var capacity: Int
@@ -143,19 +145,23 @@ public struct BinaryCopyDecoder {
         init(kinds: [Kind], capacity: Int) {
             self.kinds = kinds
             self.capacity = capacity
-            ints = kinds.map { _ in .allocate(capacity: capacity) }
-            doubles = kinds.map { _ in .allocate(capacity: capacity) }
-            texts = kinds.map { _ in
-                let buffer = UnsafeMutablePointer<String>.allocate(capacity: capacity)
-                buffer.initialize(repeating: "", count: capacity)
+            ints = kinds.map { .allocate(capacity: Self.storesInts($0) ? capacity : 0) }
+            doubles = kinds.map { .allocate(capacity: Self.storesDoubles($0) ? capacity : 0) }
+            texts = kinds.map { kind in
+                let buffer = UnsafeMutablePointer<String>.allocate(capacity: Self.storesTexts(kind) ? capacity : 0)
+                if Self.storesTexts(kind) { buffer.initialize(repeating: "", count: capacity) }
                 return buffer
             }
             nulls = kinds.map { _ in .allocate(capacity: capacity) }
         }
 
+        private static func storesTexts(_ kind: Kind) -> Bool { if case .text = kind { true } else { false } }
+        private static func storesDoubles(_ kind: Kind) -> Bool { if case .double = kind { true } else { false } }
+        private static func storesInts(_ kind: Kind) -> Bool { !storesTexts(kind) && !storesDoubles(kind) }
+
         deinit {
             for index in kinds.indices {
-                texts[index].deinitialize(count: capacity)
+                if Self.storesTexts(kinds[index]) { texts[index].deinitialize(count: capacity) }
                 ints[index].deallocate()
                 doubles[index].deallocate()
                 texts[index].deallocate()
@@ -163,7 +169,8 @@ public struct BinaryCopyDecoder {
             }
         }
 
-        /// Doubles every buffer, keeping the values so far.
+        /// Doubles the used buffers, keeping the values so far (for a caller
+        /// that does not take a batch every `capacity` rows).
         func grow() {
             let grown = capacity * 2
             func moved<T>(_ old: UnsafeMutablePointer<T>) -> UnsafeMutablePointer<T> {
@@ -172,11 +179,13 @@ public struct BinaryCopyDecoder {
                 old.deallocate()
                 return new
             }
-            for index in kinds.indices {
-                ints[index] = moved(ints[index])
-                doubles[index] = moved(doubles[index])
-                texts[index] = moved(texts[index])
-                (texts[index] + capacity).initialize(repeating: "", count: grown - capacity)
+            for (index, kind) in kinds.enumerated() {
+                if Self.storesInts(kind) { ints[index] = moved(ints[index]) }
+                if Self.storesDoubles(kind) { doubles[index] = moved(doubles[index]) }
+                if Self.storesTexts(kind) {
+                    texts[index] = moved(texts[index])
+                    (texts[index] + capacity).initialize(repeating: "", count: grown - capacity)
+                }
                 nulls[index] = moved(nulls[index])
             }
             capacity = grown

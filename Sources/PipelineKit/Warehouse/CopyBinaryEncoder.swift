@@ -13,14 +13,15 @@ struct CopyBinaryEncoder {
     let types: [DataType]
     private(set) var bytes: [UInt8] = []
 
-    static let header: [UInt8] = Array("PGCOPY\n".utf8) + [0xFF, 0x0D, 0x0A, 0x00] + [0, 0, 0, 0] + [0, 0, 0, 0]
+    /// The signature, then no flags and no header extension.
+    static let header: [UInt8] = BinaryCopyDecoder.signature + [0, 0, 0, 0] + [0, 0, 0, 0]
     static let trailer: [UInt8] = [0xFF, 0xFF]
 
-    /// `columns` hold the values for table columns of `types`; each must be
-    /// stored the same way (an integer column for an integer type, and so on).
     /// Values, in binary form, of further columns that are the same in every row.
     let constants: [[UInt8]]
 
+    /// `columns` hold the values for table columns of `types`; each must be
+    /// stored the same way (an integer column for an integer type, and so on).
     init(columns: [Column], types: [DataType], constants: [[UInt8]] = []) throws {
         for (column, type) in zip(columns, types) where column.field.type.storage != type.storage {
             throw StageFailure.config("column '\(column.field.name)' holds \(column.field.type) values, which cannot be written to a \(type) column")
@@ -50,10 +51,7 @@ struct CopyBinaryEncoder {
             case .smallint:
                 append(UInt32(2))
                 append(UInt16(bitPattern: try Self.narrow(columns[index].ints[row], Int16.self, columns[index].field.name, type)))
-            case .int:
-                append(UInt32(4))
-                append(UInt32(bitPattern: try Self.narrow(columns[index].ints[row], Int32.self, columns[index].field.name, type)))
-            case .date:
+            case .int, .date:
                 append(UInt32(4))
                 append(UInt32(bitPattern: try Self.narrow(columns[index].ints[row], Int32.self, columns[index].field.name, type)))
             case .bigint, .timestamptz:

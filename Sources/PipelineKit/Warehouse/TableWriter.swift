@@ -63,7 +63,7 @@ public struct TableWriter: Sendable {
             .int(0, 0) else { throw PGError(kind: .protocolViolation, message: "no transaction time from the warehouse") }
         let stamps = [CopyBinaryEncoder.uuid(runID), CopyBinaryEncoder.timestamptz(Int64(now))]
         do {
-            return WriteCounts(inserted: try Self.copyIn(quotedTable, columns: columns, constants: (["_run_id", "_updated_at"], stamps),
+            return WriteCounts(inserted: try Self.copyIn(quotedTable, columns: columns, constants: (Self.lineageColumns, stamps),
                                                          connection, batches: batches))
         } catch let error as PGError where error.sqlState == "23505" {
             // The server names the first repeated key: "Key (id)=(5) already exists."
@@ -131,8 +131,8 @@ public struct TableWriter: Sendable {
     }
 
     /// Streams `batches` into `table` with one binary COPY; returns the rows sent.
-    @discardableResult
     /// `constants` are further columns with one value for every row, in COPY binary form.
+    @discardableResult
     private static func copyIn(_ table: String, columns: [Field], constants: (names: [String], values: [[UInt8]]) = ([], []),
                                _ connection: PGConnection, batches: ((Batch) throws -> Void) throws -> Void) throws -> Int {
         var rows = 0
