@@ -39,10 +39,12 @@ struct CopyRelation: KeyRestrictable {
         filtered(scope.sqlPredicate(qualifier: "whole"))
     }
 
-    /// The rows that also satisfy `predicate` (SQL over the relation's columns, or `whole.` ones).
-    func filtered(_ predicate: String) -> CopyRelation {
-        CopyRelation(connection: connection, sql: "SELECT * FROM (\(sql)) AS whole WHERE \(predicate)",
-                     schema: schema, batchRows: batchRows)
+    /// The rows that also satisfy `predicate` (SQL over the relation's columns,
+    /// or `whole.` ones); with `columns`, only those of its columns are sent.
+    func filtered(_ predicate: String, columns: [Field]? = nil) -> CopyRelation {
+        let list = columns.map { $0.map { "whole.\(SQL.ident($0.name))" }.joined(separator: ", ") } ?? "*"
+        return CopyRelation(connection: connection, sql: "SELECT \(list) FROM (\(sql)) AS whole WHERE \(predicate)",
+                            schema: columns ?? schema, batchRows: batchRows)
     }
 
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {

@@ -109,37 +109,63 @@ public struct LookupBuild: Stage {
 
     private func makeLookup(_ rows: Batch, context: StageContext) throws -> Lookup {
         let keyPositions = try key.map { try rows.require($0, in: "input '\(from)'") }
-        let orderPosition = try orderBy.map { try rows.require($0, in: "input '\(from)'") }
-        var index: [[Value]: [Int]] = [:]
-        var nullKeys = 0
-        for row in 0..<rows.count {
-            guard let normalised = normalization.apply(keyPositions.map { rows.columns[$0].value(at: row) }) else {
-                nullKeys += 1
-                continue
+        let order = try orderBy.map { try rows.require($0, in: "input '\(from)'") }
+        let index: Lookup.Index
+        var nullKeys = 0, dropped = 0
+        if keyPositions.count == 1, rows.columns[keyPositions[0]].field.type.storage == .int {
+            // Integers need no normalising: rows are grouped by the integer itself.
+            let column = rows.columns[keyPositions[0]]
+            var first: [Int64: Int] = [:], more: [Int64: [Int]] = [:]
+            first.reserveCapacity(rows.count)
+            for row in 0..<rows.count {
+                if column.isNull(row) { nullKeys += 1; continue }
+                let value = column.ints[row]
+                if first[value] == nil { first[value] = row } else { more[value, default: []].append(row) }
             }
-            index[normalised, default: []].append(row)
+            for (value, rest) in more {
+                let kept = try keep([first[value]!] + rest, of: [.int(value)], rows, order: order)
+                dropped += rest.count + 1 - kept.count
+                first[value] = kept[0]
+                more[value] = kept.count > 1 ? Array(kept.dropFirst()) : nil
+            }
+            index = .ints(first: first, more: more)
+        } else {
+            var byValues: [[Value]: [Int]] = [:]
+            for row in 0..<rows.count {
+                guard let normalised = normalization.apply(keyPositions.map { rows.columns[$0].value(at: row) }) else {
+                    nullKeys += 1
+                    continue
+                }
+                byValues[normalised, default: []].append(row)
+            }
+            for (entry, positions) in byValues where positions.count > 1 {
+                let kept = try keep(positions, of: entry, rows, order: order)
+                dropped += positions.count - kept.count
+                byValues[entry] = kept
+            }
+            index = .values(byValues)
         }
         context.metrics.exclude("null_or_empty_key", count: nullKeys)
-        var dropped = 0
-        for (entry, positions) in index where positions.count > 1 {
-            switch duplicates {
-            case "error":
-                throw StageFailure.data("\(positions.count) rows of '\(from)' share the key \(entry.map(\.description).joined(separator: ", ")) (rows \(positions.map { String($0 + 1) }.joined(separator: ", "))); set duplicates: first/last with order_by, or fix the source")
-            case "first", "last":
-                let column = rows.columns[orderPosition!]
-                let sorted = positions.sorted { a, b in
-                    let (x, y) = (column.value(at: a), column.value(at: b))
-                    return x == y ? a < b : Value.sortsBefore(x, y)
-                }
-                index[entry] = [duplicates == "first" ? sorted.first! : sorted.last!]
-                dropped += positions.count - 1
-            default:
-                continue
-            }
-        }
         context.metrics.exclude("duplicate_key", count: dropped)
         return Lookup(rows: rows, keyColumns: key, normalization: normalization, index: index,
                       defaultRow: defaults.isEmpty ? nil : try defaultRow(schema: rows.schema))
+    }
+
+    /// The rows kept of several sharing `entry`, by the duplicates rule.
+    private func keep(_ positions: [Int], of entry: [Value], _ rows: Batch, order: Int?) throws -> [Int] {
+        switch duplicates {
+        case "error":
+            throw StageFailure.data("\(positions.count) rows of '\(from)' share the key \(entry.map(\.description).joined(separator: ", ")) (rows \(positions.sorted().map { String($0 + 1) }.joined(separator: ", "))); set duplicates: first/last with order_by, or fix the source")
+        case "first", "last":
+            let column = rows.columns[order!]
+            let sorted = positions.sorted { a, b in
+                let (x, y) = (column.value(at: a), column.value(at: b))
+                return x == y ? a < b : Value.sortsBefore(x, y)
+            }
+            return [duplicates == "first" ? sorted.first! : sorted.last!]
+        default:
+            return positions
+        }
     }
 
     private func defaultRow(schema: [Field]) throws -> [Value] {

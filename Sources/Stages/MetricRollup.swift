@@ -176,7 +176,8 @@ public struct MetricRollup: Stage {
         // them; otherwise they are picked out here.
         let inCells: Batch
         if let copy = replaced.table as? CopyRelation, let predicate = cellPredicate(ordered, schema: copy.schema) {
-            inCells = try copy.filtered(predicate).materialize(context.scan)
+            let used = copy.schema.filter { inputColumns.contains($0.name) }
+            inCells = try copy.filtered(predicate, columns: used).materialize(context.scan)
         } else {
             let all = try replaced.table.materialize(context.scan)
             let columns = try dimensionColumns(of: all)
@@ -191,6 +192,21 @@ public struct MetricRollup: Stage {
         context.metrics.produced(rows: output.count)
         context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count)])
         return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    /// Every input column the rollup may read: dimensions, unpivoted columns,
+    /// metric and level columns (names that are unpivot names match none).
+    var inputColumns: Set<String> {
+        var names = Set(dimensions.map(\.column))
+        for group in groups { names.formUnion(group.fields.values) }
+        for (_, metric) in metrics {
+            switch metric {
+            case .count: break
+            case .countNotNull(let column), .avg(let column, _): names.insert(column)
+            }
+        }
+        if let levels { names.formUnion([levels.numerator, levels.denominator]) }
+        return names
     }
 
     /// SQL selecting the rows of `cells` (dimension values, dates truncated)
@@ -280,7 +296,22 @@ public struct MetricRollup: Stage {
         var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
         // Truncating a date to its month or year once per distinct date, not per row.
         var truncated = [[Int64: Int64]](repeating: [:], count: dimensions.count)
-        for (groupName, fields) in unpivoted {
+        // Each row's cell is found once, not once per unpivoted group; a
+        // (cell, group) accumulator is then found by arithmetic.
+        var cells: [[Value]] = [], cellOf = [Int](repeating: 0, count: input.count)
+        var cellPosition: [[Value]: Int] = [:]
+        for row in 0..<input.count {
+            let key = cell(dimensionColumns, row, &truncated)
+            if let known = cellPosition[key] {
+                cellOf[row] = known
+            } else {
+                cellOf[row] = cells.count
+                cellPosition[key] = cells.count
+                cells.append(key)
+            }
+        }
+        var slotOf = [Int](repeating: -1, count: cells.count * unpivoted.count)
+        for (g, (groupName, fields)) in unpivoted.enumerated() {
             let metricColumns: [Column?] = try metrics.map { _, metric in
                 switch metric {
                 case .count: nil
@@ -290,9 +321,9 @@ public struct MetricRollup: Stage {
             let numerator = try levels.map { try column($0.numerator, fields) }
             let denominator = try levels.map { try column($0.denominator, fields) }
             for row in 0..<input.count {
-                var key = cell(dimensionColumns, row, &truncated)
-                if let groupName { key.append(.text(groupName)) }
-                let slot = accumulators.slot(key)
+                let at = cellOf[row] * unpivoted.count + g
+                if slotOf[at] < 0 { slotOf[at] = accumulators.slot(cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
+                let slot = slotOf[at]
                 accumulators.add(slot: slot)
                 for (index, column) in metricColumns.enumerated() {
                     guard let column, !column.isNull(row) else { continue }

@@ -137,10 +137,12 @@ public struct PgExtract: WatermarkSource {
         // that bound rather than asking pg_visible_in_snapshot also covers
         // rows written in savepoints: a snapshot lists top-level transactions
         // only. Rows it flags that had committed in time are merely read again.
-        // xmin is 32 bits; it is widened against the current snapshot's xmax.
-        let current = "(SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint)"
-        let widened = "(\(current) - ((\(current) - xmin::text::bigint) & 4294967295))"
-        let late = "xmin::text::bigint >= 3 AND \(widened) >= pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint"
+        // xmin is 32 bits and wraps around: both are compared by their age,
+        // the distance back from the current transaction counter, which is
+        // cheaper than widening every xmin through text. A row billions of
+        // transactions old can look young again; it is then merely read again.
+        let oldestOpen = "(pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint % 4294967296)::text::xid"
+        let late = "age(xmin) <= age(\(oldestOpen))"
         // One index range over the look-back and everything above it.
         let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
         let sql = "SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")

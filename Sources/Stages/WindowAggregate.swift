@@ -245,35 +245,49 @@ public struct WindowAggregate: Stage {
         for attribute in attributes { if case .lookup(let input, _, _, _) = attribute.source { lookups[input] = try context.lookup(input) } }
         for measure in measures { if case .countLookup(let input, _, _) = measure.kind { lookups[input] = try context.lookup(input) } }
         let anchor = try context.completeRelation(anchorFrom)
+        let events = try context.completeRelation(eventsFrom)
+        let changes = context.refresh?.previous.flatMap { previous in
+            ChangedGroups.Inputs(stage: self, lookups: lookups, anchor: anchor, events: events, context: context).map { ($0, previous) }
+        }
         let anchorRows = try anchor.materialize(context.scan)
         let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups)
-        var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
-        let events = try context.completeRelation(eventsFrom)
-        if let previous = context.refresh?.previous,
-           let changed = try ChangedGroups.find(stage: self, groups: groups, lookups: lookups, anchor: anchor, events: events,
-                                                previousAsOf: previous.asOf, context: context),
-           changed.keys.count <= groups.groupCount / Self.changedShareForFullRecompute {
-            // Only the changed groups: their events are read again in full, by key, from the source.
-            let scope = changed.scope(columns: groupBy)
-            let only = Set(changed.keys.compactMap { groups.index[$0] })
-            context.logger.info("recomputing changed groups", metadata: [
-                "groups": .stringConvertible(scope.count),
-                "causes": .string(changed.causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
-            if !only.isEmpty {
-                // Fetching a group's events is random access on the server; two
-                // queries over halves of the groups keep both cores busy.
-                let restricted = (events as? any KeyRestrictable).map { events in
-                    ParallelUnion(scope.split(into: 2).map { events.restricted(to: $0) })
-                } ?? events
-                try groups.aggregate(events: restricted, context: context, only: only)
+        if let (changes, previous) = changes {
+            // Finding what changed needs every group's window ends only; the
+            // whole table is then built for the changed groups alone.
+            let schedule = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context, scheduleOnly: true)
+            let changed = try ChangedGroups.find(stage: self, groups: schedule, lookups: lookups, changes: changes,
+                                                 previousAsOf: previous.asOf, context: context)
+            if changed.keys.count <= schedule.groupCount / Self.changedShareForFullRecompute {
+                return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events, schema: schema,
+                                               context: context))
             }
-            let output = try groups.output(schema: schema, only: only)
-            context.metrics.produced(rows: output.count)
-            return .relation(PartialRelation(rows: MaterializedRelation(output), scope: scope))
         }
+        var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
         try groups.aggregate(events: events, context: context)
         let output = try groups.output(schema: schema)
         context.metrics.produced(rows: output.count)
         return .relation(MaterializedRelation(output))
+    }
+
+    /// The rows of the changed groups only: their events are read again in
+    /// full, by key, from the source.
+    private func recompute(_ changed: ChangedGroups, anchor: Batch, lookups: [String: Lookup], events: any Relation,
+                           schema: [Field], context: StageContext) throws -> PartialRelation {
+        let scope = changed.scope(columns: groupBy)
+        var groups = try GroupTable(stage: self, anchor: anchor, lookups: lookups, context: context, keys: changed.keys)
+        context.logger.info("recomputing changed groups", metadata: [
+            "groups": .stringConvertible(scope.count),
+            "causes": .string(changed.causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
+        if groups.groupCount > 0 {
+            // Fetching a group's events is random access on the server; two
+            // queries over halves of the groups keep both cores busy.
+            let restricted = (events as? any KeyRestrictable).map { events in
+                ParallelUnion(scope.split(into: 2).map { events.restricted(to: $0) })
+            } ?? events
+            try groups.aggregate(events: restricted, context: context)
+        }
+        let output = try groups.output(schema: schema)
+        context.metrics.produced(rows: output.count)
+        return PartialRelation(rows: MaterializedRelation(output), scope: scope)
     }
 }

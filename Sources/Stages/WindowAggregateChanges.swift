@@ -19,23 +19,36 @@ struct ChangedGroups {
         if keys.insert(key).inserted { causes[cause, default: 0] += 1 }
     }
 
-    /// nil when an input cannot say what changed; the stage then recomputes everything.
-    static func find(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup], anchor: any Relation,
-                     events: any Relation, previousAsOf: CivilDate, context: StageContext) throws -> ChangedGroups? {
-        guard let anchorChanges = (anchor as? any ChangeTrackedRelation)?.changes,
-              let eventChanges = (events as? any ChangeTrackedRelation)?.changes else {
-            context.logger.info("inputs do not track changes; recomputing every group")
-            return nil
+    /// What the inputs say changed since the last run, the queries started at
+    /// once (they run on the server while the stage reads and builds the
+    /// groups); nil when an input cannot say, and every group is recomputed.
+    struct Inputs {
+        let anchor: any Relation
+        let events: any Relation
+
+        init?(stage: WindowAggregate, lookups: [String: Lookup], anchor: any Relation, events: any Relation,
+              context: StageContext) {
+            guard let anchorChanges = (anchor as? any ChangeTrackedRelation)?.changes,
+                  let eventChanges = (events as? any ChangeTrackedRelation)?.changes else {
+                context.logger.info("inputs do not track changes; recomputing every group")
+                return nil
+            }
+            if let unknown = lookups.first(where: { $0.value.changedKeys == nil }) {
+                context.logger.info("lookup '\(unknown.key)' cannot say what changed; recomputing every group")
+                return nil
+            }
+            self.anchor = Prefetched(anchorChanges, context: context.scan)
+            self.events = Prefetched(eventChanges, context: context.scan)
         }
-        if let unknown = lookups.first(where: { $0.value.changedKeys == nil }) {
-            context.logger.info("lookup '\(unknown.key)' cannot say what changed; recomputing every group")
-            return nil
-        }
+    }
+
+    static func find(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup], changes: Inputs,
+                     previousAsOf: CivilDate, context: StageContext) throws -> ChangedGroups {
         var changed = ChangedGroups()
-        try changed.addAnchorChanges(anchorChanges, stage: stage, context: context)
+        try changed.addAnchorChanges(changes.anchor, stage: stage, context: context)
         try changed.addLookupChanges(stage: stage, groups: groups, lookups: lookups)
         changed.addClosedWindows(groups: groups, from: previousAsOf, to: stage.asOf)
-        try changed.addEventChanges(eventChanges, stage: stage, groups: groups, context: context)
+        try changed.addEventChanges(changes.events, stage: stage, groups: groups, context: context)
         return changed
     }
 
@@ -62,8 +75,8 @@ struct ChangedGroups {
         }
         let changing = uses.filter { !($0.lookup.changedKeys?.isEmpty ?? false) }
         guard !changing.isEmpty else { return }
-        for (key, group) in groups.index {
-            let row = groups.anchorRow[Int(group)]
+        for (group, key) in groups.keys.enumerated() {
+            let row = groups.anchorRow[group]
             if changing.contains(where: { use in use.lookup.mayHaveChanged(forRaw: use.key.map { groups.anchor.columns[$0].value(at: row) }) }) {
                 add(key, "changed_lookup_rows")
             }
@@ -73,8 +86,8 @@ struct ChangedGroups {
     private mutating func addClosedWindows(groups: GroupTable, from previous: CivilDate, to asOf: CivilDate) {
         let (low, high) = (previous.pgDays, asOf.pgDays)
         guard high > low else { return }
-        for (key, group) in groups.index {
-            if groups.windowEnds(of: Int(group)).contains(where: { $0.map { $0 > low && $0 <= high } ?? false }) { add(key, "windows_closed") }
+        for (group, key) in groups.keys.enumerated() {
+            if groups.windowEnds(of: group).contains(where: { $0.map { $0 > low && $0 <= high } ?? false }) { add(key, "windows_closed") }
         }
     }
 
@@ -88,7 +101,8 @@ struct ChangedGroups {
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
             for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) && !time.isNull(row) {
                 let key = GroupKey(keys, row: row)
-                guard let group = groups.index[key].map(Int.init) else { continue }
+                let group = groups.index.find(key.a, key.b)
+                guard group >= 0 else { continue }
                 let day = mapper.localDay(micros: time.ints[row])
                 guard day >= groups.startDay[group] else { continue }
                 if groups.windowEnds(of: group).contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }

@@ -22,7 +22,10 @@ struct GroupKey: Hashable {
 struct GroupTable {
     let stage: WindowAggregate
     let anchor: Batch
-    private(set) var index: [GroupKey: Int32] = [:]
+    /// Each group's key, in key order (a group is its position).
+    private(set) var keys: [GroupKey] = []
+    /// Key → group, for the event loop and for changes.
+    private(set) var index = GroupIndex([])
     private(set) var anchorRow: [Int] = []
     private(set) var startDay: [Int64] = []
     /// Per group, `stage.attributes.count` values in one flat array.
@@ -44,7 +47,14 @@ struct GroupTable {
         windowEnd[(group * windowCount)..<((group + 1) * windowCount)]
     }
 
-    init(stage: WindowAggregate, anchor: Batch, lookups: [String: Lookup], context: StageContext) throws {
+    /// The groups of `anchor`, or only those with a key in `keys` (an incremental
+    /// run's changed groups). A `scheduleOnly` table holds every group's start
+    /// and window ends and nothing else: the attributes no date depends on are
+    /// NULL, required lookups drop nothing and nothing is counted in the
+    /// metrics. It is what finding the changed groups needs, at a fraction of
+    /// the cost of a whole table.
+    init(stage: WindowAggregate, anchor: Batch, lookups: [String: Lookup], context: StageContext,
+         keys: Set<GroupKey>? = nil, scheduleOnly: Bool = false) throws {
         self.stage = stage
         self.anchor = anchor
         let what = "anchor input '\(stage.anchorFrom)'"
@@ -58,18 +68,19 @@ struct GroupTable {
         }
         let tiePosition = try stage.tieBreak.map { try anchor.require($0, in: what) }
         let times = anchor.columns[timePosition]
-        let keys = keyPositions.map { anchor.columns[$0] }
+        let keyColumns = keyPositions.map { anchor.columns[$0] }
 
         // The anchor row of a group is its earliest row; ties go to the lowest tie_break.
         var best: [GroupKey: Int] = [:]
-        best.reserveCapacity(anchor.count)
+        best.reserveCapacity(keys?.count ?? anchor.count)
         var nullKeys = 0, nullTimes = 0, infiniteTimes = 0
         for row in 0..<anchor.count {
-            if keys.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
+            if keyColumns.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
             if times.isNull(row) { nullTimes += 1; continue }
             // An infinite start has no calendar date to count windows from.
             if PGTime.isInfinite(micros: times.ints[row]) { infiniteTimes += 1; continue }
-            let key = GroupKey(keys, row: row)
+            let key = GroupKey(keyColumns, row: row)
+            if let keys, !keys.contains(key) { continue }
             if let current = best[key] {
                 let (t, u) = (times.ints[row], times.ints[current])
                 let earlier = t < u || (t == u && tiePosition.map { anchor.columns[$0].value(at: row) } .map {
@@ -80,92 +91,118 @@ struct GroupTable {
                 best[key] = row
             }
         }
-        context.metrics.exclude("anchor_null_key", count: nullKeys)
-        context.metrics.exclude("anchor_null_time", count: nullTimes)
-        context.metrics.exclude("anchor_infinite_time", count: infiniteTimes)
+        if !scheduleOnly {
+            context.metrics.exclude("anchor_null_key", count: nullKeys)
+            context.metrics.exclude("anchor_null_time", count: nullTimes)
+            context.metrics.exclude("anchor_infinite_time", count: infiniteTimes)
+        }
+        let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
 
         // Attributes, dropping groups whose required lookups miss.
         var mapper = LocalDayMapper(zone: stage.timezone)
-        let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
         var missing: [String: Int] = [:]
         // Column positions are found once, not per group.
-        enum Source { case anchor(Int), lookup(Lookup, key: [Int], column: Int, required: Bool) }
+        enum Source { case anchor(Int), lookup(Lookup, key: [Int], column: Int, required: Bool), skipped }
+        let datesNeed = Set(stage.dates.compactMap { rule -> String? in
+            if case .daysFrom(let attribute) = rule.offset { return attribute }
+            return nil
+        })
         let sources: [Source] = try stage.attributes.map { attribute in
+            if scheduleOnly && !datesNeed.contains(attribute.name) { return .skipped }
             switch attribute.source {
             case .anchor(let column):
                 return .anchor(try anchor.require(column, in: what))
             case let .lookup(input, keyColumns, column, required):
                 let lookup = lookups[input]!
                 return .lookup(lookup, key: try keyColumns.map { try anchor.require($0, in: what) },
-                               column: lookup.schema.firstIndex { $0.name == column }!, required: required)
+                               column: lookup.schema.firstIndex { $0.name == column }!, required: required && !scheduleOnly)
             }
         }
-        // Normalising a text key (a phone number) costs more than a lookup, and
-        // anchors repeat few distinct ones: resolve each distinct raw key once.
-        var resolved = [[[Value]: (found: Bool, value: Value)]](repeating: [:], count: stage.attributes.count)
-        index.reserveCapacity(ordered.count)
-        anchorRow.reserveCapacity(ordered.count)
-        attributeValues.reserveCapacity(ordered.count * sources.count)
-        var values: [Value] = []
-        for (key, row) in ordered {
-            values.removeAll(keepingCapacity: true)
-            var dropped = false
-            for (a, source) in sources.enumerated() {
-                switch source {
-                case .anchor(let position):
-                    values.append(anchor.columns[position].value(at: row))
-                case let .lookup(lookup, keyPositions, column, required)
-                    where lookup.isKeyedByInt && keyPositions.count == 1 && anchor.columns[keyPositions[0]].field.type.storage == .int:
-                    let key = anchor.columns[keyPositions[0]]
-                    let first = key.isNull(row) ? nil : lookup.firstPosition(forInt: key.ints[row])
-                    if required && first == nil {
-                        missing["\(stage.attributes[a].name)_not_found", default: 0] += 1
-                        dropped = true
-                    }
-                    values.append(first.map { lookup.rows.columns[column].value(at: $0) } ?? lookup.defaultRow?[column] ?? .null)
-                case let .lookup(lookup, keyPositions, column, required):
+        // One attribute at a time over all groups, so that each source is
+        // unpacked once, not once per group.
+        let width = sources.count
+        var values = [Value](repeating: .null, count: ordered.count * width)
+        var dropped = [Bool](repeating: false, count: ordered.count)
+        for (a, source) in sources.enumerated() {
+            var notFound = 0
+            switch source {
+            case .skipped:
+                continue
+            case .anchor(let position):
+                let column = anchor.columns[position]
+                for (g, (_, row)) in ordered.enumerated() { values[g * width + a] = column.value(at: row) }
+            case let .lookup(lookup, keyPositions, column, required)
+                where lookup.isKeyedByInt && keyPositions.count == 1 && anchor.columns[keyPositions[0]].field.type.storage == .int:
+                let keyColumn = anchor.columns[keyPositions[0]], taken = lookup.rows.columns[column]
+                let fallback = lookup.defaultRow?[column] ?? .null
+                for (g, (_, row)) in ordered.enumerated() {
+                    let first = keyColumn.isNull(row) ? nil : lookup.firstPosition(forInt: keyColumn.ints[row])
+                    if required && first == nil { notFound += 1; dropped[g] = true }
+                    values[g * width + a] = first.map { taken.value(at: $0) } ?? fallback
+                }
+            case let .lookup(lookup, keyPositions, column, required):
+                let taken = lookup.rows.columns[column]
+                let fallback = lookup.defaultRow?[column] ?? .null
+                // Normalising a text key (a phone number) costs more than a
+                // lookup, and anchors repeat few distinct ones: each distinct
+                // raw key is resolved once.
+                let normalizes = !lookup.normalization.steps.isEmpty
+                var resolved: [[Value]: Int?] = [:]
+                for (g, (_, row)) in ordered.enumerated() {
                     let raw = keyPositions.map { anchor.columns[$0].value(at: row) }
-                    let cached = lookup.normalization.steps.isEmpty ? nil : resolved[a][raw]
-                    let (found, value) = cached ?? {
-                        let first = lookup.positions(forRaw: raw).first
-                        return (first != nil, first.map { lookup.rows.columns[column].value(at: $0) }
-                                    ?? lookup.defaultRow?[column] ?? .null)
-                    }()
-                    if cached == nil && !lookup.normalization.steps.isEmpty { resolved[a][raw] = (found, value) }
-                    if required && !found {
-                        missing["\(stage.attributes[a].name)_not_found", default: 0] += 1
-                        dropped = true
+                    let first: Int?
+                    if normalizes, let known = resolved[raw] {
+                        first = known
+                    } else {
+                        first = lookup.positions(forRaw: raw).first
+                        if normalizes { resolved[raw] = first }
                     }
-                    values.append(value)
+                    if required && first == nil { notFound += 1; dropped[g] = true }
+                    values[g * width + a] = first.map { taken.value(at: $0) } ?? fallback
                 }
             }
-            if dropped { continue }
-            index[key] = Int32(anchorRow.count)
+            if notFound > 0 { missing["\(stage.attributes[a].name)_not_found", default: 0] += notFound }
+        }
+        let kept = dropped.lazy.filter { !$0 }.count
+        self.keys.reserveCapacity(kept)
+        anchorRow.reserveCapacity(kept)
+        startDay.reserveCapacity(kept)
+        attributeValues.reserveCapacity(kept * width)
+        for (g, (key, row)) in ordered.enumerated() where !dropped[g] {
+            self.keys.append(key)
             anchorRow.append(row)
-            attributeValues += values
+            attributeValues.append(contentsOf: values[(g * width)..<((g + 1) * width)])
             startDay.append(mapper.localDay(micros: times.ints[row]))
         }
         for (rule, count) in missing { context.metrics.exclude(rule, count: count) }
+        index = GroupIndex(self.keys)
         try computeDates()
+        if scheduleOnly { return }
         try computeLookupCounts(lookups: lookups)
         sums = [Int64](repeating: 0, count: groupCount * windowCount * measureCount)
     }
 
     private mutating func computeDates() throws {
+        enum Rule { case months(Int), days(Int64), daysFrom(attribute: Int) }
+        let rules: [Rule] = stage.dates.map { rule in
+            switch rule.offset {
+            case .months(let months): .months(months)
+            case .days(let days): .days(Int64(days))
+            case .daysFrom(let attribute): .daysFrom(attribute: stage.attributes.firstIndex { $0.name == attribute }!)
+            }
+        }
+        let attributes = stage.attributes.count
         dateValues = []
+        dateValues.reserveCapacity(groupCount * rules.count)
         for group in 0..<groupCount {
-            let start = CivilDate(pgDays: startDay[group])
-            var values: [Int64?] = []
-            for rule in stage.dates {
-                switch rule.offset {
-                case .months(let months): values.append(start.adding(months: months).pgDays)
-                case .days(let days): values.append(startDay[group] + Int64(days))
-                case .daysFrom(let attribute):
-                    let position = stage.attributes.firstIndex { $0.name == attribute }!
-                    values.append(attributeValues[group * stage.attributes.count + position].intValue.map { startDay[group] + $0 })
+            let day = startDay[group]
+            for rule in rules {
+                switch rule {
+                case .months(let months): dateValues.append(CivilDate(pgDays: day).adding(months: months).pgDays)
+                case .days(let days): dateValues.append(day + days)
+                case .daysFrom(let position): dateValues.append(attributeValues[group * attributes + position].intValue.map { day + $0 })
                 }
             }
-            dateValues += values
         }
         let datePositions = stage.windows.map { window in stage.dates.firstIndex { $0.name == window.end }! }
         windowEnd = []
@@ -216,8 +253,7 @@ struct GroupTable {
     /// The loop reads plain arrays only: measure kinds, filters and window
     /// ends are flattened up front so that no enum payloads or strings are
     /// copied per row.
-    /// With `only`, events of other groups are skipped (an incremental run).
-    mutating func aggregate(events: any Relation, context: StageContext, only: Set<Int32>? = nil) throws {
+    mutating func aggregate(events: any Relation, context: StageContext) throws {
         let what = "events input '\(stage.eventsFrom)'"
         var mapper = LocalDayMapper(zone: stage.timezone)
         var nullKeys = 0, nullTimes = 0, withoutGroup = 0, beforeStart = 0, afterWindows = 0
@@ -236,7 +272,7 @@ struct GroupTable {
             }
             spans[group * stride + 1 + windows] = latest
         }
-        let lookupIndex = GroupIndex(only.map { only in index.filter { only.contains($0.value) } } ?? index)
+        let lookupIndex = index
         var cellOf: [Int32] = []
         var dense = DenseIndexer()
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
@@ -339,13 +375,13 @@ struct GroupTable {
         context.metrics.exclude("event_after_windows", count: afterWindows)
     }
 
-    /// One row per group, or per group in `only`, in key order.
-    func output(schema: [Field], only: Set<Int32>? = nil) throws -> Batch {
-        var batch = Batch(schema: schema, capacity: only?.count ?? groupCount)
+    /// One row per group, in key order.
+    func output(schema: [Field]) throws -> Batch {
+        var batch = Batch(schema: schema, capacity: groupCount)
         let keyPositions = stage.groupBy.map { anchor.index(of: $0)! }
         let asOfDay = stage.asOf.pgDays
         let distinctMeasures = stage.measures.indices.filter { if case .countDistinct = stage.measures[$0].kind { true } else { false } }
-        for group in 0..<groupCount where only?.contains(Int32(group)) ?? true {
+        for group in 0..<groupCount {
             var row: [Value] = keyPositions.map { anchor.columns[$0].value(at: anchorRow[group]) }
             let attributes = stage.attributes.count, dates = stage.dates.count
             row += attributeValues[(group * attributes)..<((group + 1) * attributes)]
@@ -487,12 +523,13 @@ struct GroupIndex {
     private var slots: [Slot]
     private let mask: Int
 
-    init(_ index: [GroupKey: Int32]) {
+    /// Group `i` is `keys[i]`.
+    init(_ keys: [GroupKey]) {
         var capacity = 16
-        while capacity < index.count * 2 { capacity <<= 1 }
+        while capacity < keys.count * 2 { capacity <<= 1 }
         mask = capacity - 1
         slots = [Slot](repeating: Slot(a: 0, b: 0, group: -1), count: capacity)
-        for (key, group) in index {
+        for (group, key) in keys.enumerated() {
             var slot = Self.hash(key.a, key.b) & mask
             while slots[slot].group >= 0 { slot = (slot + 1) & mask }
             slots[slot] = Slot(a: key.a, b: key.b, group: Int64(group))

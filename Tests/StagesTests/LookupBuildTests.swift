@@ -110,6 +110,34 @@ final class LookupBuildTests: XCTestCase {
         XCTAssertEqual(metrics.rowsOut, 5)
     }
 
+    func testAnIntegerKeyFollowsTheSameRulesForDuplicatesAndNulls() throws {
+        let fields = [Field("id", .bigint), Field("version", .int), Field("name", .text)]
+        let rows: [[Value]] = [
+            [.int(7), .int(2), .text("Seven v2")], [.int(8), .int(1), .text("Eight")],
+            [.int(7), .int(3), .text("Seven v3")], [.null, .int(1), .text("NoKey")], [.int(7), .int(1), .text("Seven v1")],
+        ]
+        func yaml(_ duplicates: String) -> String { "from: users\nkey: id\nduplicates: \(duplicates)\norder_by: version\n" }
+
+        let (first, metrics) = try build(yaml("first"), rows: rows, fields: fields, from: "users")
+        XCTAssertTrue(first.isKeyedByInt)
+        XCTAssertEqual(name(first, .int(7)), .text("Seven v1"))
+        XCTAssertEqual(first.firstPosition(forInt: 7), 4)
+        XCTAssertEqual(first.positions(forRaw: [.int(8)]), [1])
+        XCTAssertEqual(first.positions(forRaw: [.null]), [])
+        XCTAssertEqual(metrics.excluded, ["duplicate_key": 2, "null_or_empty_key": 1])
+
+        let (last, _) = try build(yaml("last"), rows: rows, fields: fields, from: "users")
+        XCTAssertEqual(last.positions(forRaw: [.int(7)]), [2])
+        let (all, _) = try build(yaml("all"), rows: rows, fields: fields, from: "users")
+        XCTAssertEqual(all.positions(forRaw: [.int(7)]), [0, 2, 4])
+        XCTAssertEqual(all.firstPosition(forInt: 7), 0)
+
+        XCTAssertThrowsError(try build(yaml("error"), rows: rows, fields: fields, from: "users")) { error in
+            guard case StageFailure.data(let message) = error else { return XCTFail("expected a data error, got \(error)") }
+            XCTAssertTrue(message.hasPrefix("3 rows of 'users' share the key 7 (rows 1, 3, 5)"), message)
+        }
+    }
+
     func testNullAndEmptyNormalisedKeysAreCountedAndNeverMatch() throws {
         let (lookup, metrics) = try build(Self.partnerYAML())
         XCTAssertEqual(metrics.excluded["null_or_empty_key"], 3, "NULL, '' and 'n/a' (no digits)")

@@ -35,6 +35,17 @@ final class ScopedWriteTests: XCTestCase {
         XCTAssertEqual(try contents(connection), ["1|1|6", "2|1|3", "3|1|9"], "(3,1) is outside the scope and must stay")
     }
 
+    func testAScopeOnPartOfTheKeyDeletesTheRowsOfItsValuesThatWereNotWrittenAgain() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("scoped_dw"))
+        _ = try write(connection, [(1, 1, 5), (1, 2, 7), (2, 1, 3)], scope: nil)
+
+        // User 1 was recomputed and now has program 1 only: (1,2) goes, user 2 stays.
+        let counts = try write(connection, [(1, 1, 5)], scope: KeyScope(columns: ["user_id"], first: [1]))
+
+        XCTAssertEqual(counts, WriteCounts(inserted: 0, updated: 0, deleted: 1, unchanged: 1))
+        XCTAssertEqual(try contents(connection), ["1|1|5", "2|1|3"])
+    }
+
     func testAnEmptyScopeWritesNothingAndDeletesNothing() throws {
         let connection = try TestDatabase.connect(try TestDatabase.createDatabase("scoped_dw"))
         _ = try write(connection, [(1, 1, 5), (2, 1, 3)], scope: nil)

@@ -4,11 +4,8 @@ public struct Lookup: Sendable {
     public let rows: Batch
     public let keyColumns: [String]
     public let normalization: KeyNormalization
-    /// Normalised key → row positions (several when duplicates are kept).
-    private let index: [[Value]: [Int]]
-    /// For a single integer key: key → first position. Hashing an integer
-    /// instead of an array of values makes a per-group lookup several times cheaper.
-    private let firstByInt: [Int64: Int]?
+    /// Where the rows of each key are.
+    private let index: Index
     /// Returned for keys that match nothing, when declared.
     public let defaultRow: [Value]?
     /// In an incremental run, the normalised keys whose rows are new since
@@ -16,31 +13,52 @@ public struct Lookup: Sendable {
     /// changes cannot be told), which consumers must treat as "anything changed".
     public var changedKeys: Set<[Value]>? = nil
 
-    public init(rows: Batch, keyColumns: [String], normalization: KeyNormalization,
-                index: [[Value]: [Int]], defaultRow: [Value]?) {
+    /// Row positions by key. A single integer key is hashed as an integer,
+    /// not as an array of values: several times cheaper to build and to ask.
+    public enum Index: Sendable {
+        /// Normalised key → row positions (several when duplicates are kept).
+        case values([[Value]: [Int]])
+        /// Integer key → its first row, and the further rows of keys that have several.
+        case ints(first: [Int64: Int], more: [Int64: [Int]])
+    }
+
+    public init(rows: Batch, keyColumns: [String], normalization: KeyNormalization, index: Index, defaultRow: [Value]?) {
         self.rows = rows
         self.keyColumns = keyColumns
         self.normalization = normalization
-        self.index = index
         self.defaultRow = defaultRow
-        var firstByInt: [Int64: Int]? = [:]
-        if keyColumns.count == 1 {
-            firstByInt!.reserveCapacity(index.count)
-            for (key, positions) in index {
-                guard case .int(let value) = key[0], let first = positions.first else { firstByInt = nil; break }
-                firstByInt![value] = first
+        // A value index whose keys are all single integers is kept as an integer one.
+        if case .values(let byValues) = index, keyColumns.count == 1,
+           byValues.keys.allSatisfy({ if case .int = $0[0] { true } else { false } }) {
+            var first: [Int64: Int] = [:], more: [Int64: [Int]] = [:]
+            first.reserveCapacity(byValues.count)
+            for (key, positions) in byValues {
+                guard case .int(let value) = key[0], let head = positions.first else { continue }
+                first[value] = head
+                if positions.count > 1 { more[value] = Array(positions.dropFirst()) }
             }
+            self.index = .ints(first: first, more: more)
         } else {
-            firstByInt = nil
+            self.index = index
         }
-        self.firstByInt = firstByInt
+    }
+
+    public init(rows: Batch, keyColumns: [String], normalization: KeyNormalization,
+                index: [[Value]: [Int]], defaultRow: [Value]?) {
+        self.init(rows: rows, keyColumns: keyColumns, normalization: normalization, index: .values(index), defaultRow: defaultRow)
     }
 
     /// Whether `firstPosition(forInt:)` answers for this lookup (a single integer key).
-    public var isKeyedByInt: Bool { firstByInt != nil }
+    public var isKeyedByInt: Bool {
+        if case .ints = index { return true }
+        return false
+    }
 
     /// The first row of an integer key, as `positions(forRaw: [.int(key)]).first` (integers need no normalising).
-    public func firstPosition(forInt key: Int64) -> Int? { firstByInt?[key] }
+    public func firstPosition(forInt key: Int64) -> Int? {
+        guard case .ints(let first, _) = index else { return nil }
+        return first[key]
+    }
 
     public var schema: [Field] { rows.schema }
 
@@ -54,7 +72,13 @@ public struct Lookup: Sendable {
     /// Row positions matching a raw (not yet normalised) key.
     public func positions(forRaw key: [Value]) -> [Int] {
         guard let normalised = normalization.apply(key) else { return [] }
-        return index[normalised] ?? []
+        switch index {
+        case .values(let byValues):
+            return byValues[normalised] ?? []
+        case let .ints(first, more):
+            guard normalised.count == 1, case .int(let value) = normalised[0], let head = first[value] else { return [] }
+            return [head] + (more[value] ?? [])
+        }
     }
 
     /// The values of `column` for the first match of a raw key, or the default row's.

@@ -6,13 +6,16 @@ public struct ConnectionProvider: Sendable {
     public let stageID: String
     public let definitions: [String: ConnectionDefinition]
     let cancellation: Cancellation
+    /// The run's idle sessions; without one every `with` opens its own.
+    let pool: SessionPool?
 
     public init(pipelineName: String, stageID: String,
-                definitions: [String: ConnectionDefinition], cancellation: Cancellation) {
+                definitions: [String: ConnectionDefinition], cancellation: Cancellation, pool: SessionPool? = nil) {
         self.pipelineName = pipelineName
         self.stageID = stageID
         self.definitions = definitions
         self.cancellation = cancellation
+        self.pool = pool
     }
 
     /// `application_name` for this stage's sessions, cut to PostgreSQL's 63 bytes.
@@ -20,21 +23,39 @@ public struct ConnectionProvider: Sendable {
         String("runner/\(pipelineName)/\(stageID)".utf8.prefix(63)) ?? "runner"
     }
 
-    /// Opens the named connection and runs `body` with it; the connection is
-    /// closed afterwards and can be interrupted by the run's cancellation.
-    /// Sessions of `read_only` connections cannot write.
+    /// Runs `body` with a session of the named connection: an idle one of
+    /// the run's when there is one, else a new one. The session can be
+    /// interrupted by the run's cancellation; afterwards it goes back to the
+    /// run's pool if `body` succeeded and left it idle, and is closed
+    /// otherwise. Sessions of `read_only` connections cannot write.
     public func with<R>(_ name: String, _ body: (PGConnection) throws -> R) throws -> R {
         guard let definition = definitions[name] else {
             throw StageFailure.config("connection '\(name)' is not defined")
         }
         try cancellation.check()
-        let connection = try PGConnection(definition.info, applicationName: applicationName)
-        cancellation.track(connection)
-        defer { cancellation.untrack(connection) }
-        if definition.readOnly {
-            try connection.execute("SET default_transaction_read_only = on")
+        var reused: PGConnection?
+        while reused == nil, let idle = pool?.take(name) {
+            // Naming the session for this stage also proves it still works:
+            // the server may have ended it meanwhile (then it is dropped).
+            if (try? idle.query("SELECT set_config('application_name', $1, false)", [applicationName])) != nil { reused = idle }
         }
-        try cancellation.check()
-        return try body(connection)
+        let connection: PGConnection
+        if let reused {
+            connection = reused
+        } else {
+            connection = try PGConnection(definition.info, applicationName: applicationName)
+            if definition.readOnly {
+                try connection.execute("SET default_transaction_read_only = on")
+            }
+        }
+        cancellation.track(connection)
+        let result: R
+        do {
+            defer { cancellation.untrack(connection) }
+            try cancellation.check()
+            result = try body(connection)
+        }
+        pool?.give(connection, connection: name)
+        return result
     }
 }

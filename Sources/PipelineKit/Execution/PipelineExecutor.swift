@@ -47,6 +47,8 @@ public final class PipelineExecutor: Sendable {
     public let runID: UUID
     private let cancellation = Cancellation()
     private let observers: [any RunObserver]
+    /// Sessions handed from stage to stage within the run.
+    private let sessions = SessionPool()
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
@@ -68,12 +70,14 @@ public final class PipelineExecutor: Sendable {
         let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
+        defer { sessions.close() }
         // Decided under the lock, so no concurrent run moves the state in between.
-        let (pipeline, plan, options, cancellation) = (self.pipeline, self.plan, self.options, self.cancellation)
+        let (pipeline, plan, options, cancellation, sessions) = (self.pipeline, self.plan, self.options, self.cancellation, self.sessions)
         let refresh: RefreshPlan?
         do {
             refresh = try await onOwnThread {
-                try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, cancellation: cancellation)
+                try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, cancellation: cancellation,
+                                        sessions: sessions)
             }
         } catch where cancellation.isCancelled {
             let stages = plan.order.filter(needed.contains).compactMap(pipeline.stage).map {
@@ -179,7 +183,7 @@ public final class PipelineExecutor: Sendable {
                 variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,
                 inputs: inputs,
                 connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
-                                                definitions: pipeline.connections, cancellation: cancellation),
+                                                definitions: pipeline.connections, cancellation: cancellation, pool: sessions),
                 cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse,
                 refresh: info.refresh)
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }

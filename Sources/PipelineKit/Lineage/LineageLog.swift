@@ -19,7 +19,7 @@ public final class LineageLog: @unchecked Sendable {
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !FileManager.default.fileExists(atPath: path) {
-            FileManager.default.createFile(atPath: path, contents: nil)
+            _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
         }
         let (hash, endsWithNewline) = try Self.tail(of: url)
         lastHash = hash

@@ -24,10 +24,9 @@ public enum OpenLineage {
         return .object(object)
     }
 
+    /// A format style, unlike an ISO8601DateFormatter, costs nothing to make.
     static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 
     public static func event(type: String, time: Date = Date(), runID: UUID, job: String,

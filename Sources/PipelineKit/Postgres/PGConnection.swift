@@ -55,6 +55,11 @@ public final class PGConnection: @unchecked Sendable {
 
     public var isAlive: Bool { PQstatus(conn) == CONNECTION_OK }
 
+    /// Whether the session, as far as the client knows, can serve another
+    /// statement as it is: connected, and outside any transaction or COPY.
+    /// (A session the server ended is only noticed when next used.)
+    var isIdle: Bool { PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE }
+
     /// Server process id, for `pg_terminate_backend` in tests and for logs.
     public var backendPID: Int32 { PQbackendPID(conn) }
 

@@ -36,8 +36,11 @@ public struct TableWriter: Sendable {
         try ensureTable(connection)
         // The staging table is temporary, so it lives in the session's local
         // buffers: 8 MB by default, which a large write would spill to disk.
-        // (Only settable before the session's first temporary table.)
-        _ = try? connection.execute("SET temp_buffers = '256MB'")
+        // (Only settable before the session's first temporary table: a
+        // session reused from an earlier write has it already.)
+        _ = try? connection.query("""
+            SELECT set_config('temp_buffers', '256MB', false) WHERE current_setting('temp_buffers') <> '256MB'
+            """)
         return try connection.transaction {
             var counts: WriteCounts
             if try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) == "t" {
@@ -165,6 +168,19 @@ public struct TableWriter: Sendable {
         // The scope table has the table's types, which binary COPY must match.
         let scopeFields = names.map { name in columns.first { $0.name == name }! }
         try Self.copyIn(scopeTable, columns: scopeFields, connection) { try $0(scope) }
+        // Without statistics the planner takes a temporary table for ~2000
+        // rows and hashes the whole warehouse table.
+        try connection.execute("ANALYZE \(scopeTable), pipelinekit_staging")
+        if Set(names) == Set(key) {
+            // One row per scope value: the values with no staged row are the
+            // rows to delete, found among the few changed ones and then by key.
+            let unstaged = key.map { "s.\(SQL.ident($0)) = c.\(SQL.ident($0))" }.joined(separator: " AND ")
+            return try connection.query("""
+                DELETE FROM \(quotedTable) AS t WHERE (\(keyList)) IN (
+                    SELECT \(keyList) FROM \(scopeTable) AS c
+                    WHERE NOT EXISTS (SELECT 1 FROM pipelinekit_staging s WHERE \(unstaged)))
+                """).affectedRows
+        }
         let inScope = names.map { "c.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         let staged = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
         return try connection.query("""

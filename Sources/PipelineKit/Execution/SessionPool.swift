@@ -1,0 +1,42 @@
+import Foundation
+
+/// The idle sessions of one run, by pipeline connection, handed from one
+/// stage to the next. Opening a PostgreSQL session starts a server process
+/// (a few milliseconds) and a run opens dozens, so this is most of what a
+/// short incremental run would otherwise spend connecting.
+///
+/// Only a session a stage finished with cleanly comes back: one whose stage
+/// failed, or that is left inside a transaction or a COPY, is dropped (and
+/// so closed). The taker checks that a session still works before using it.
+public final class SessionPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var idle: [String: [PGConnection]] = [:]
+    private var closed = false
+    /// Idle sessions kept per connection; more are closed.
+    private let limit: Int
+
+    public init(limit: Int = 4) { self.limit = limit }
+
+    /// An idle session of `connection`, if any.
+    func take(_ connection: String) -> PGConnection? {
+        lock.withLock { idle[connection]?.popLast() }
+    }
+
+    /// Keeps `session` for the next stage if it is idle and there is room.
+    func give(_ session: PGConnection, connection: String) {
+        guard session.isIdle else { return }
+        lock.withLock {
+            if !closed && idle[connection, default: []].count < limit { idle[connection, default: []].append(session) }
+        }
+    }
+
+    /// Closes every idle session; sessions given back later are closed too.
+    public func close() {
+        let sessions = lock.withLock { () -> [[PGConnection]] in
+            closed = true
+            defer { idle = [:] }
+            return Array(idle.values)
+        }
+        _ = sessions  // released here: each closes as its last reference goes
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import PipelineKit
+import XCTest
+
+/// Within a run, a stage's session serves the next stage, unless it could carry anything over.
+final class SessionPoolTests: XCTestCase {
+    private var database = ""
+    private var observer: PGConnection!
+
+    override func setUpWithError() throws {
+        database = try TestDatabase.createDatabase("pool")
+        observer = try TestDatabase.connect(database)
+    }
+
+    private func provider(_ stage: String, _ pool: SessionPool, readOnly: Bool = false) -> ConnectionProvider {
+        ConnectionProvider(pipelineName: "pool", stageID: stage,
+                           definitions: ["db": ConnectionDefinition(name: "db", info: ConnInfo(database), readOnly: readOnly)],
+                           cancellation: Cancellation(), pool: pool)
+    }
+
+    private func isOpen(_ pid: Int32) throws -> Bool {
+        try observer.query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", [String(pid)]).int(0, 0) == 1
+    }
+
+    func testASessionLeftIdleServesTheNextStageUnderThatStagesName() throws {
+        let pool = SessionPool()
+        let first = try provider("a", pool).with("db") { $0.backendPID }
+        let (second, name) = try provider("b", pool).with("db") { connection in
+            (connection.backendPID, try connection.query("SHOW application_name").string(0, 0))
+        }
+        XCTAssertEqual(first, second)
+        XCTAssertEqual(name, "runner/pool/b")
+    }
+
+    func testASessionLeftInATransactionOrAfterAFailureIsClosedInsteadOfReused() throws {
+        let pool = SessionPool()
+        let open = try provider("a", pool).with("db") { connection in
+            try connection.execute("BEGIN")
+            return connection.backendPID
+        }
+        struct Failed: Error {}
+        var failed: Int32 = 0
+        XCTAssertThrowsError(try provider("b", pool).with("db") { connection in
+            failed = connection.backendPID
+            throw Failed()
+        })
+        let next = try provider("c", pool).with("db") { $0.backendPID }
+        XCTAssertNotEqual(next, open)
+        XCTAssertNotEqual(next, failed)
+        XCTAssertFalse(try isOpen(open), "the session left in a transaction must be closed")
+        XCTAssertFalse(try isOpen(failed), "the session of a failed stage must be closed")
+    }
+
+    func testASessionTheServerEndedWhileIdleIsReplacedWithoutAnError() throws {
+        let pool = SessionPool()
+        let first = try provider("a", pool).with("db") { $0.backendPID }
+        _ = try observer.query("SELECT pg_terminate_backend($1)", [String(first)])
+        while try isOpen(first) { Thread.sleep(forTimeInterval: 0.01) }
+        let (second, answer) = try provider("b", pool).with("db") { connection in
+            (connection.backendPID, try connection.query("SELECT 42").string(0, 0))
+        }
+        XCTAssertNotEqual(second, first)
+        XCTAssertEqual(answer, "42")
+    }
+
+    func testAReusedSessionOfAReadOnlyConnectionStillRefusesToWrite() throws {
+        let pool = SessionPool()
+        _ = try provider("a", pool, readOnly: true).with("db") { $0.backendPID }
+        XCTAssertThrowsError(try provider("b", pool, readOnly: true).with("db") { connection in
+            try connection.execute("CREATE TABLE written (id int)")
+        }) { error in
+            XCTAssertEqual((error as? PGError)?.sqlState, "25006", "\(error)")  // read_only_sql_transaction
+        }
+    }
+
+    func testClosingThePoolEndsItsIdleSessions() throws {
+        let pool = SessionPool()
+        let pid = try provider("a", pool).with("db") { $0.backendPID }
+        XCTAssertTrue(try isOpen(pid))
+        pool.close()
+        let deadline = Date().addingTimeInterval(10)
+        while try isOpen(pid) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        XCTAssertFalse(try isOpen(pid))
+        // A session given back after the run ended is not kept either.
+        let late = try provider("b", pool).with("db") { $0.backendPID }
+        while try isOpen(late) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        XCTAssertFalse(try isOpen(late))
+    }
+}
