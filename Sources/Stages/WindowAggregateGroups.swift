@@ -272,7 +272,7 @@ struct GroupTable {
             }
             spans[group * stride + 1 + windows] = latest
         }
-        let lookupIndex = index
+        let lookupIndex = index  // a local copy: the event loop reads it without going through self
         var cellOf: [Int32] = []
         var dense = DenseIndexer()
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
