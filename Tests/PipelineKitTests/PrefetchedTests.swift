@@ -47,16 +47,47 @@ final class PrefetchedTests: XCTestCase {
         XCTAssertEqual(try prefetched.materialize(context()).count, 1)
     }
 
-    func testAFailedReadIsRethrownByTheScanWithNoPartialRows() {
+    func testAFailedReadIsRethrownByTheScan() {
         let relation = ProducedRelation { emit in
             try emit(Self.batch([1]))
             throw ReadFailed()
         }
         let prefetched = Prefetched(relation, context: context())
-        var seen = 0
-        XCTAssertThrowsError(try prefetched.scan(context()) { seen += $0.count }) { error in
+        XCTAssertThrowsError(try prefetched.scan(context()) { _ in }) { error in
             XCTAssertEqual(error as? ReadFailed, ReadFailed())
         }
-        XCTAssertEqual(seen, 0)
+    }
+
+    func testReadingAheadStopsAtItsCapacityUntilTheScanTakesTheRows() throws {
+        let emitted = Counter()
+        let relation = ProducedRelation { emit in
+            for value in 0..<10 {
+                try emit(Self.batch([Int64(value)]))
+                emitted.increment()
+            }
+        }
+        let prefetched = Prefetched(relation, context: context(), capacity: 2)
+        Thread.sleep(forTimeInterval: 0.2)
+        XCTAssertLessThanOrEqual(emitted.value, 3, "read ahead past its capacity")
+        XCTAssertEqual(try prefetched.materialize(context()).columns[0].ints, Array(0..<10))
+    }
+
+    func testAReaderWhoseRowsAreNeverScannedIsToldToStop() {
+        let stopped = DispatchSemaphore(value: 0)
+        let relation = ProducedRelation { emit in
+            defer { stopped.signal() }
+            while true { try emit(Self.batch([1])) }
+        }
+        var prefetched: Prefetched? = Prefetched(relation, context: context(), capacity: 1)
+        XCTAssertNotNil(prefetched)
+        prefetched = nil
+        XCTAssertEqual(stopped.wait(timeout: .now() + 10), .success, "the reader kept going")
+    }
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var count = 0
+        func increment() { lock.withLock { count += 1 } }
+        var value: Int { lock.withLock { count } }
     }
 }

@@ -1,40 +1,47 @@
 import Foundation
 
-/// A relation read into memory ahead of need, on a thread of its own: the
-/// server runs the query while the stage goes on with other work. For small
-/// results only (e.g. the rows changed since the last run).
+/// A relation whose reading starts at once, on a thread of its own, ahead of
+/// its one scan: the server runs the query while the stage goes on with
+/// other work. Read-ahead is bounded (`capacity` batches); beyond it the
+/// reader waits for the scan, so a large result is streamed, not held.
+///
+/// It can be scanned once. If it is dropped unscanned or the scan stops
+/// early, the reader is told to stop.
 public final class Prefetched: Relation, @unchecked Sendable {
     public let schema: [Field]
-    private let condition = NSCondition()
-    private var result: Result<[Batch], Error>?
+    private let pipe: BatchPipe
 
-    /// Starts reading `relation` at once. Rows read count in `context`'s metrics.
-    public init(_ relation: any Relation, context: ScanContext) {
+    /// Starts reading `relation`. Rows read count in `context`'s metrics.
+    public init(_ relation: any Relation, context: ScanContext, capacity: Int = 8) {
         schema = relation.schema
-        let thread = Thread { [self] in
-            var batches: [Batch] = []
-            let outcome = Result { () throws -> [Batch] in
-                try relation.scan(context) { batches.append($0) }
-                return batches
+        let pipe = BatchPipe(capacity: capacity)
+        self.pipe = pipe
+        let thread = Thread {
+            do {
+                try relation.scan(context) { batch in
+                    guard pipe.put(batch) else { throw PipeAbandoned() }
+                }
+                pipe.finish(nil)
+            } catch {
+                pipe.finish(error)
             }
-            condition.lock()
-            result = outcome
-            condition.broadcast()
-            condition.unlock()
         }
         thread.stackSize = 8 << 20
         thread.start()
     }
 
-    /// Waits for the read to end, then hands on its batches, or throws its error.
+    deinit { pipe.abandon() }
+
+    /// Hands on the batches as they come, or rethrows the reader's error.
     public func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
-        condition.lock()
-        while result == nil { condition.wait() }
-        let outcome = result!
-        condition.unlock()
-        for batch in try outcome.get() {
-            try context.cancellation.check()
-            try body(batch)
+        do {
+            while let batch = try pipe.take() {
+                try context.cancellation.check()
+                try body(batch)
+            }
+        } catch {
+            pipe.abandon()
+            throw error
         }
     }
 }
