@@ -96,13 +96,23 @@ struct CopyRelation: KeyRestrictable {
                       _ emit: (Batch) throws -> Void) throws {
         try context.connections.with(connection) { session in
             active.set(session)
-            defer { active.set(nil) }
-            try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            defer { _ = try? session.execute("ROLLBACK") }
-            if let snapshot { try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))") }
-            try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+            let outcome = Result { () throws -> Void in
+                try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                defer { _ = try? session.execute("ROLLBACK") }
+                if let snapshot { try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))") }
+                try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+            }
+            // A cancel request reaches the server on a connection of its own,
+            // possibly after the COPY has ended: the session would then lose
+            // the next statement it runs, so it is not handed on.
+            let cancelSent = active.release()
+            try outcome.get()
+            if cancelSent { throw CancelSent() }
         }
     }
+
+    /// The consumer stopped this producer's statement; its session is closed.
+    struct CancelSent: Error {}
 
     /// Streams one SELECT as COPY binary, decoded into batches of `batchRows`.
     private static func copy(_ sql: String, schema: [Field], batchRows: Int, _ session: PGConnection,
@@ -129,6 +139,24 @@ struct CopyRelation: KeyRestrictable {
 final class ActiveConnection: @unchecked Sendable {
     private let lock = NSLock()
     private var connection: PGConnection?
-    func set(_ connection: PGConnection?) { lock.withLock { self.connection = connection } }
-    func cancel() { lock.withLock { connection }?.cancel() }
+    private var cancelSent = false
+
+    func set(_ connection: PGConnection) { lock.withLock { self.connection = connection } }
+
+    /// Asks the server to cancel the producer's statement, if it still has the connection.
+    func cancel() {
+        lock.withLock {
+            guard let connection else { return }
+            connection.cancel()
+            cancelSent = true
+        }
+    }
+
+    /// The producer is done with the connection: true if a cancel was sent to it meanwhile.
+    func release() -> Bool {
+        lock.withLock {
+            connection = nil
+            return cancelSent
+        }
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import PipelineKit
+@testable import Stages
 import XCTest
 
 /// Within a run, a stage's session serves the next stage, unless it could carry anything over.
@@ -71,6 +72,36 @@ final class SessionPoolTests: XCTestCase {
         }) { error in
             XCTAssertEqual((error as? PGError)?.sqlState, "25006", "\(error)")  // read_only_sql_transaction
         }
+    }
+
+    func testReadsStoppedByTheirConsumerLeaveThePoolServingTheNextStage() throws {
+        // The consumer fails on the only batch, which comes after the COPY has
+        // ended, while the reader still holds its session.
+        struct ConsumerFailed: Error {}
+        let pool = SessionPool()
+        let relation = CopyRelation(connection: "db", sql: "SELECT generate_series(1, 100)::int AS n",
+                                    schema: [Field("n", .int)], batchRows: 1000)
+        for attempt in 0..<20 {
+            let context = ScanContext(connections: provider("read", pool), cancellation: Cancellation(), metrics: StageMetrics())
+            XCTAssertThrowsError(try relation.scan(context) { _ in throw ConsumerFailed() })
+            XCTAssertNoThrow(try provider("next", pool).with("db") { try $0.execute("SELECT pg_sleep(0.02)") }, "attempt \(attempt)")
+        }
+    }
+
+    func testAReaderWhoseSessionWasSentACancelKnowsItWhenItLetsGo() throws {
+        // A cancel request travels on a connection of its own and can land
+        // after the statement it was meant for: the reader must learn that it
+        // was sent, so that it does not hand the session on.
+        let session = try TestDatabase.connect(database)
+        let cancelled = ActiveConnection(), untouched = ActiveConnection(), late = ActiveConnection()
+        cancelled.set(session)
+        cancelled.cancel()
+        XCTAssertTrue(cancelled.release())
+        untouched.set(session)
+        XCTAssertFalse(untouched.release())
+        late.set(session)
+        XCTAssertFalse(late.release())
+        late.cancel()  // after the reader let go: nothing is sent, nothing to report
     }
 
     func testClosingThePoolEndsItsIdleSessions() throws {

@@ -10,11 +10,13 @@ import Foundation
 public final class Prefetched: Relation, @unchecked Sendable {
     public let schema: [Field]
     private let pipe: BatchPipe
+    private let scanned = NSLock()
+    private var wasScanned = false
 
     /// Starts reading `relation`. Rows read count in `context`'s metrics.
     public init(_ relation: any Relation, context: ScanContext, capacity: Int = 8) {
         schema = relation.schema
-        let pipe = BatchPipe(capacity: capacity)
+        let pipe = BatchPipe(capacity: max(1, capacity))
         self.pipe = pipe
         let thread = Thread {
             do {
@@ -34,6 +36,12 @@ public final class Prefetched: Relation, @unchecked Sendable {
 
     /// Hands on the batches as they come, or rethrows the reader's error.
     public func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
+        let again = scanned.withLock { () -> Bool in
+            defer { wasScanned = true }
+            return wasScanned
+        }
+        // Its rows were handed on once and are gone: a second scan must not look empty.
+        guard !again else { throw StageFailure.config("internal error: a prefetched relation can be scanned only once") }
         do {
             while let batch = try pipe.take() {
                 try context.cancellation.check()

@@ -70,6 +70,7 @@ public final class PipelineExecutor: Sendable {
         let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
+        sessions.open()
         defer { sessions.close() }
         // Decided under the lock, so no concurrent run moves the state in between.
         let (pipeline, plan, options, cancellation, sessions) = (self.pipeline, self.plan, self.options, self.cancellation, self.sessions)

@@ -30,7 +30,10 @@ public final class SessionPool: @unchecked Sendable {
         }
     }
 
-    /// Closes every idle session; sessions given back later are closed too.
+    /// Keeps sessions given back from now on (a run starts).
+    public func open() { lock.withLock { closed = false } }
+
+    /// Closes every idle session; sessions given back later are closed too (a run ended).
     public func close() {
         let sessions = lock.withLock { () -> [[PGConnection]] in
             closed = true
