@@ -116,7 +116,6 @@ public struct MetricRollup: Stage {
         let metricCount: Int
         let levelCount: Int
         private(set) var keys: [[Value]] = []
-        private var position: [[Value]: Int] = [:]
         private(set) var count: [Int64] = []
         private(set) var notNull: [Int64] = []
         private(set) var sums: [Int64] = []
@@ -127,11 +126,9 @@ public struct MetricRollup: Stage {
             self.levelCount = levelCount
         }
 
-        /// The accumulator of `key`, created on first sight (output keeps first-seen order).
-        mutating func slot(_ key: [Value]) -> Int {
-            if let slot = position[key] { return slot }
+        /// A new accumulator for `key` (output keeps the order of creation).
+        mutating func add(key: [Value]) -> Int {
             let slot = keys.count
-            position[key] = slot
             keys.append(key)
             count.append(0)
             notNull += repeatElement(0, count: metricCount)
@@ -322,7 +319,7 @@ public struct MetricRollup: Stage {
             let denominator = try levels.map { try column($0.denominator, fields) }
             for row in 0..<input.count {
                 let at = cellOf[row] * unpivoted.count + g
-                if slotOf[at] < 0 { slotOf[at] = accumulators.slot(cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
+                if slotOf[at] < 0 { slotOf[at] = accumulators.add(key: cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
                 let slot = slotOf[at]
                 accumulators.add(slot: slot)
                 for (index, column) in metricColumns.enumerated() {

@@ -23,9 +23,20 @@ final class SessionPoolTests: XCTestCase {
         try observer.query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", [String(pid)]).int(0, 0) == 1
     }
 
+    /// The server process of the session `stage` gets from `pool`.
+    private func backendPID(_ stage: String, _ pool: SessionPool, readOnly: Bool = false) throws -> Int32 {
+        try provider(stage, pool, readOnly: readOnly).with("db") { $0.backendPID }
+    }
+
+    /// Waits (up to 10 s) for a server process to be gone.
+    private func waitUntilClosed(_ pid: Int32) throws {
+        let deadline = Date().addingTimeInterval(10)
+        while try isOpen(pid) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    }
+
     func testASessionLeftIdleServesTheNextStageUnderThatStagesName() throws {
         let pool = SessionPool()
-        let first = try provider("a", pool).with("db") { $0.backendPID }
+        let first = try backendPID("a", pool)
         let (second, name) = try provider("b", pool).with("db") { connection in
             (connection.backendPID, try connection.query("SHOW application_name").string(0, 0))
         }
@@ -45,7 +56,7 @@ final class SessionPoolTests: XCTestCase {
             failed = connection.backendPID
             throw Failed()
         })
-        let next = try provider("c", pool).with("db") { $0.backendPID }
+        let next = try backendPID("c", pool)
         XCTAssertNotEqual(next, open)
         XCTAssertNotEqual(next, failed)
         XCTAssertFalse(try isOpen(open), "the session left in a transaction must be closed")
@@ -54,9 +65,9 @@ final class SessionPoolTests: XCTestCase {
 
     func testASessionTheServerEndedWhileIdleIsReplacedWithoutAnError() throws {
         let pool = SessionPool()
-        let first = try provider("a", pool).with("db") { $0.backendPID }
+        let first = try backendPID("a", pool)
         _ = try observer.query("SELECT pg_terminate_backend($1)", [String(first)])
-        while try isOpen(first) { Thread.sleep(forTimeInterval: 0.01) }
+        try waitUntilClosed(first)
         let (second, answer) = try provider("b", pool).with("db") { connection in
             (connection.backendPID, try connection.query("SELECT 42").string(0, 0))
         }
@@ -66,7 +77,7 @@ final class SessionPoolTests: XCTestCase {
 
     func testAReusedSessionOfAReadOnlyConnectionStillRefusesToWrite() throws {
         let pool = SessionPool()
-        _ = try provider("a", pool, readOnly: true).with("db") { $0.backendPID }
+        _ = try backendPID("a", pool, readOnly: true)
         XCTAssertThrowsError(try provider("b", pool, readOnly: true).with("db") { connection in
             try connection.execute("CREATE TABLE written (id int)")
         }) { error in
@@ -106,15 +117,14 @@ final class SessionPoolTests: XCTestCase {
 
     func testClosingThePoolEndsItsIdleSessions() throws {
         let pool = SessionPool()
-        let pid = try provider("a", pool).with("db") { $0.backendPID }
+        let pid = try backendPID("a", pool)
         XCTAssertTrue(try isOpen(pid))
         pool.close()
-        let deadline = Date().addingTimeInterval(10)
-        while try isOpen(pid) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        try waitUntilClosed(pid)
         XCTAssertFalse(try isOpen(pid))
         // A session given back after the run ended is not kept either.
-        let late = try provider("b", pool).with("db") { $0.backendPID }
-        while try isOpen(late) && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let late = try backendPID("b", pool)
+        try waitUntilClosed(late)
         XCTAssertFalse(try isOpen(late))
     }
 }

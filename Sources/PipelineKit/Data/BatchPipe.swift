@@ -61,6 +61,24 @@ final class BatchPipe: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// Runs `produce` on a thread of its own, feeding this pipe: its batches
+    /// are put (it stops once the consumer has given up), and its end or
+    /// error is reported with `finish`.
+    func startProducer(_ produce: @escaping @Sendable (_ emit: (Batch) throws -> Void) throws -> Void) {
+        let thread = Thread { [self] in
+            do {
+                try produce { batch in
+                    guard put(batch) else { throw PipeAbandoned() }
+                }
+                finish(nil)
+            } catch {
+                finish(error)
+            }
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
     /// Waits until every producer has finished.
     func waitForProducers() {
         condition.lock()
@@ -87,20 +105,7 @@ extension Relation {
                                  interrupt: @escaping @Sendable () -> Void,
                                  _ body: (Batch) throws -> Void) throws {
         let pipe = BatchPipe(capacity: capacity * producers.count, producers: producers.count)
-        for produce in producers {
-            let thread = Thread {
-                do {
-                    try produce { batch in
-                        guard pipe.put(batch) else { throw PipeAbandoned() }
-                    }
-                    pipe.finish(nil)
-                } catch {
-                    pipe.finish(error)
-                }
-            }
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
+        producers.forEach(pipe.startProducer)
         do {
             while let batch = try pipe.take() { try body(batch) }
         } catch {

@@ -16,20 +16,8 @@ public final class Prefetched: Relation, @unchecked Sendable {
     /// Starts reading `relation`. Rows read count in `context`'s metrics.
     public init(_ relation: any Relation, context: ScanContext, capacity: Int = 8) {
         schema = relation.schema
-        let pipe = BatchPipe(capacity: max(1, capacity))
-        self.pipe = pipe
-        let thread = Thread {
-            do {
-                try relation.scan(context) { batch in
-                    guard pipe.put(batch) else { throw PipeAbandoned() }
-                }
-                pipe.finish(nil)
-            } catch {
-                pipe.finish(error)
-            }
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
+        pipe = BatchPipe(capacity: max(1, capacity))
+        pipe.startProducer { emit in try relation.scan(context, emit) }
     }
 
     deinit { pipe.abandon() }

@@ -47,8 +47,6 @@ public final class PipelineExecutor: Sendable {
     public let runID: UUID
     private let cancellation = Cancellation()
     private let observers: [any RunObserver]
-    /// Sessions handed from stage to stage within the run.
-    private let sessions = SessionPool()
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
@@ -70,10 +68,11 @@ public final class PipelineExecutor: Sendable {
         let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
         defer { lock?.release() }
-        sessions.open()
+        // Sessions handed from stage to stage within the run.
+        let sessions = SessionPool()
         defer { sessions.close() }
         // Decided under the lock, so no concurrent run moves the state in between.
-        let (pipeline, plan, options, cancellation, sessions) = (self.pipeline, self.plan, self.options, self.cancellation, self.sessions)
+        let (pipeline, plan, options, cancellation) = (self.pipeline, self.plan, self.options, self.cancellation)
         let refresh: RefreshPlan?
         do {
             refresh = try await onOwnThread {
@@ -90,7 +89,7 @@ public final class PipelineExecutor: Sendable {
         if let refresh { options.logger.info("\(refresh.summary)") }
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
-        let reports = await schedule(info)
+        let reports = await schedule(info, sessions: sessions)
         let stages = plan.order.compactMap { reports[$0] }
         let status: RunReport.Status = cancellation.isCancelled || stages.contains { $0.status == .aborted } ? .aborted
             : stages.contains { $0.status == .failed || $0.status == .skipped } ? .failed : .succeeded
@@ -115,7 +114,7 @@ public final class PipelineExecutor: Sendable {
         return result
     }
 
-    private func schedule(_ info: RunInfo) async -> [String: StageReport] {
+    private func schedule(_ info: RunInfo, sessions: SessionPool) async -> [String: StageReport] {
         let needed = self.needed
         var reports: [String: StageReport] = [:]
         var outputs: [String: StageOutput] = [:]
@@ -142,7 +141,7 @@ public final class PipelineExecutor: Sendable {
                     let stageInputs = outputs.filter { inputs.contains($0.key) }
                     running += 1
                     let restore = !plan.selected.contains(id)
-                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info) }
+                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info, sessions: sessions) }
                 }
             }
             launchReady()
@@ -167,7 +166,7 @@ public final class PipelineExecutor: Sendable {
     }
 
     private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
-                         info: RunInfo) async -> (StageReport, StageOutput?) {
+                         info: RunInfo, sessions: SessionPool) async -> (StageReport, StageOutput?) {
         var logger = options.logger
         logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         logger[metadataKey: "stage"] = .string(stage.id)

@@ -30,9 +30,6 @@ public final class SessionPool: @unchecked Sendable {
         }
     }
 
-    /// Keeps sessions given back from now on (a run starts).
-    public func open() { lock.withLock { closed = false } }
-
     /// Closes every idle session; sessions given back later are closed too (a run ended).
     public func close() {
         let sessions = lock.withLock { () -> [[PGConnection]] in
