@@ -234,6 +234,38 @@ final class ExecutorTests: XCTestCase {
         ])
     }
 
+    func testRowsAReaderOfAFailedAttemptReportsLateDoNotCountInTheRetry() async throws {
+        // Attempt 1 leaves a reader behind that reports rows only once attempt 2
+        // is running, as a prefetch stopped at its next hand-off would.
+        let retryStarted = DispatchSemaphore(value: 0)
+        let stragglerDone = DispatchSemaphore(value: 0)
+        let flaky = script("straggler") { context in
+            if context.attempt == 1 {
+                context.metrics.read(rows: 10)
+                let metrics = context.metrics
+                Thread.detachNewThread {
+                    retryStarted.wait()
+                    metrics.read(rows: 1_000)
+                    metrics.exclude("late_rule", count: 7)
+                    stragglerDone.signal()
+                }
+                throw StageFailure.transient("source went away")
+            }
+            retryStarted.signal()
+            XCTAssertEqual(stragglerDone.wait(timeout: .now() + 10), .success, "the straggler never reported")
+            context.metrics.read(rows: 5)
+            context.metrics.produced(rows: 5)
+        }
+        let pipeline = try pipeline([("s", [], flaky)], extra: retryDefaults)
+        let report = try await run(pipeline, Clock().options(jobs: 1))
+
+        XCTAssertEqual(report.stage("s")?.status, .succeeded)
+        XCTAssertEqual(report.stage("s")?.attempts, 2)
+        XCTAssertEqual(report.stage("s")?.rowsIn, 5, "rows of the failed attempt counted in the retry")
+        XCTAssertEqual(report.stage("s")?.rowsOut, 5)
+        XCTAssertEqual(report.stage("s")?.excluded, [:])
+    }
+
     func testTransientPostgresErrorIsRetriedAndItsSQLStateReported() async throws {
         let serialization = script("serialization") { context in
             if context.attempt == 1 {

@@ -171,13 +171,15 @@ public final class PipelineExecutor: Sendable {
         logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         logger[metadataKey: "stage"] = .string(stage.id)
         let observers = self.observers
-        let metrics = StageMetrics { rows in observers.forEach { $0.stageProgress(info, stage: stage.id, rows: rows) } }
         let begin = Date()
         var attempt = 0
         var lastError: Error?
         while true {
             attempt += 1
-            metrics.reset()
+            // Counters of their own per attempt: a reader a failed attempt left
+            // running (a prefetch stops at its next hand-off) reports into the
+            // failed attempt's counters, never into the retry's.
+            let metrics = StageMetrics { rows in observers.forEach { $0.stageProgress(info, stage: stage.id, rows: rows) } }
             let context = StageContext(
                 pipelineName: pipeline.name, runID: runID, stageID: stage.id, attempt: attempt, logger: logger,
                 variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,

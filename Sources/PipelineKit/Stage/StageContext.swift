@@ -98,17 +98,6 @@ public final class StageMetrics: @unchecked Sendable {
     }
 
     public func used(_ dataset: DatasetUse) { lock.withLock { _datasets.append(dataset) } }
-
-    /// Forgets what a failed attempt counted, so a retry starts from zero.
-    public func reset() {
-        lock.withLock {
-            _rowsIn = 0
-            _rowsOut = 0
-            _written = nil
-            _excluded = [:]
-            _datasets = []
-        }
-    }
 }
 
 /// Rows written to a warehouse table by one merge.
