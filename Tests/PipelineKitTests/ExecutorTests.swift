@@ -234,6 +234,35 @@ final class ExecutorTests: XCTestCase {
         ])
     }
 
+    func testAnAbortDuringARetryBackoffEndsTheStageAtOnceWithoutAnotherAttempt() async throws {
+        let attempts = Locked(0)
+        let flaky = script("backoff") { _ in
+            attempts.withLock { $0 += 1 }
+            throw StageFailure.transient("source went away")
+        }
+        let pipeline = try pipeline([("s", [], flaky), ("after", ["s"], nil)], extra: """
+            defaults:
+              retry: {max_attempts: 3, initial_backoff: 30s, jitter: 0}
+
+            """)
+        // The real sleep: 30 s unless the abort cuts it short.
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 1))
+        Task.detached {
+            try? await Task.sleep(nanoseconds: 500_000_000)
+            executor.cancel(reason: "received SIGTERM")
+        }
+        let started = Date()
+        let report = try await executor.run()
+
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10, "the abort waited out the 30 s backoff")
+        XCTAssertEqual(report.status, .aborted)
+        XCTAssertEqual(report.stage("s")?.status, .aborted)
+        XCTAssertEqual(report.stage("s")?.attempts, 1)
+        XCTAssertEqual(report.stage("s")?.error, "aborted: received SIGTERM")
+        XCTAssertEqual(attempts.current, 1, "a stage was attempted again after the abort")
+        XCTAssertEqual(report.stage("after")?.status, .aborted)
+    }
+
     func testRowsAReaderOfAFailedAttemptReportsLateDoNotCountInTheRetry() async throws {
         // Attempt 1 leaves a reader behind that reports rows only once attempt 2
         // is running, as a prefetch stopped at its next hand-off would.

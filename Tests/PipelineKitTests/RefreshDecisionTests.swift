@@ -60,10 +60,25 @@ final class RefreshDecisionTests: XCTestCase {
                        "stage 'metrics' has no committed refresh state")
     }
 
-    func testAfterARunKilledBetweenTwoWritesTheOldestStateIsRedone() throws {
+    func testAfterARunKilledBetweenTwoWritesTheWarehouseIsRebuiltNamingBothStages() throws {
         let older = state(asOf: "2020-10-14", committedAt: 1000)
         let newer = state(asOf: "2020-10-15", committedAt: 2000)
-        XCTAssertEqual(try decide(states: ["fact": newer, "metrics": older], writers: ["fact", "metrics"]), .incremental(since: older))
+        XCTAssertEqual(reason(try decide(states: ["fact": newer, "metrics": older], writers: ["fact", "metrics"])),
+                       "the last run did not commit every write: stage 'metrics' is at run \(older.shortRunID) and stage 'fact' at run \(newer.shortRunID)")
+    }
+
+    func testAHalfFinishedFullRefreshAtAnEarlierAsOfIsNotFollowedByAnIncrementalRun() throws {
+        // The fact was rebuilt as of 09-01, the metrics still hold 10-15.
+        let metrics = state(asOf: "2020-10-15", committedAt: 1000)
+        let fact = state(asOf: "2020-09-01", committedAt: 2000)
+        XCTAssertNotNil(reason(try decide(asOf: "2020-10-15", states: ["fact": fact, "metrics": metrics], writers: ["fact", "metrics"])))
+    }
+
+    func testWritersThatAllCommittedInOneRunRunIncrementally() throws {
+        let fact = state(committedAt: 1000)
+        let metrics = RefreshState(runID: fact.runID, asOf: fact.asOf, fingerprint: fact.fingerprint, watermarks: fact.watermarks,
+                                   committedAt: Date(timeIntervalSince1970: 1001))
+        XCTAssertEqual(try decide(states: ["fact": fact, "metrics": metrics], writers: ["fact", "metrics"]), .incremental(since: fact))
     }
 
     func testAChangedVariableForcesAFullRefreshNamingTheVariable() throws {

@@ -127,6 +127,47 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(tables, 0, "the refused run wrote nothing")
     }
 
+    /// An executor that will wait (`--wait`) for the run lock, which another session holds.
+    private func executorWaitingForAHeldLock() throws -> (PipelineExecutor, holder: PGConnection) {
+        let warehouse = try TestDatabase.createDatabase("dw")
+        let holder = try PGConnection(ConnInfo(warehouse), applicationName: "runner/dost_warehouse/lock/other")
+        try holder.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", ["pipelinekit:dost_warehouse"])
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let pipeline = try Dost.loadPipeline(source: try Dost.sourceDatabase(), warehouse: warehouse, asOf: "2020-10-15")
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 1, waitForLock: true, logger: logger,
+                                                                                    sleep: { _ in }))
+        return (executor, holder)
+    }
+
+    func testARunInterruptedWhileWaitingForTheLockEndsAsAborted() async throws {
+        let (executor, holder) = try executorWaitingForAHeldLock()
+        Task.detached {
+            try? await Task.sleep(nanoseconds: 1_000_000_000)
+            executor.cancel(reason: "received SIGINT")
+        }
+        let started = Date()
+        let report = try await executor.run()
+        XCTAssertLessThan(Date().timeIntervalSince(started), 10, "the lock wait was not interrupted")
+        XCTAssertEqual(report.status, .aborted)
+        XCTAssertTrue(report.stages.allSatisfy { $0.status == .aborted }, report.summaryTable)
+        _ = holder
+    }
+
+    func testARunCancelledBeforeItReachesTheLockWaitDoesNotWaitForTheHolder() async throws {
+        let (executor, holder) = try executorWaitingForAHeldLock()
+        // The signal arrives while the run is still connecting: nothing is running to interrupt yet.
+        executor.cancel(reason: "received SIGINT")
+        Task.detached {
+            try? await Task.sleep(nanoseconds: 8_000_000_000)
+            _ = try? holder.execute("SELECT pg_advisory_unlock_all()")
+        }
+        let started = Date()
+        let report = try await executor.run()
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5, "the cancelled run waited for the other run's lock")
+        XCTAssertEqual(report.status, .aborted)
+    }
+
     func testCancellingARunInterruptsRunningQueriesAndWritesNothing() async throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")

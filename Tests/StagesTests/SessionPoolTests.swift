@@ -59,6 +59,9 @@ final class SessionPoolTests: XCTestCase {
         let next = try backendPID("c", pool)
         XCTAssertNotEqual(next, open)
         XCTAssertNotEqual(next, failed)
+        // A closed session's server process exits a moment after the client lets go.
+        try waitUntilClosed(open)
+        try waitUntilClosed(failed)
         XCTAssertFalse(try isOpen(open), "the session left in a transaction must be closed")
         XCTAssertFalse(try isOpen(failed), "the session of a failed stage must be closed")
     }

@@ -65,8 +65,14 @@ public final class PipelineExecutor: Sendable {
 
     public func run() async throws -> RunReport {
         let startedAt = Date()
-        let lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
+        let lock: RunLock?
+        do {
+            lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
                                              cancellation: cancellation, logger: options.logger)
+        } catch where cancellation.isCancelled {
+            // Interrupted while connecting or waiting for another run's lock.
+            return abortedBeforeStart(startedAt)
+        }
         defer { lock?.release() }
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
@@ -80,11 +86,7 @@ public final class PipelineExecutor: Sendable {
                                         sessions: sessions)
             }
         } catch where cancellation.isCancelled {
-            let stages = plan.order.filter(needed.contains).compactMap(pipeline.stage).map {
-                skippedReport($0, status: .aborted, reason: "run aborted before the stage started")
-            }
-            return RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description, status: .aborted,
-                             startedAt: startedAt, seconds: Date().timeIntervalSince(startedAt), stages: stages)
+            return abortedBeforeStart(startedAt)
         }
         if let refresh { options.logger.info("\(refresh.summary)") }
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
@@ -99,6 +101,15 @@ public final class PipelineExecutor: Sendable {
                                refresh: refresh?.summary)
         observers.forEach { $0.runFinished(info, report: report) }
         return report
+    }
+
+    /// The report of a run aborted before any stage started: every needed stage aborted.
+    private func abortedBeforeStart(_ startedAt: Date) -> RunReport {
+        let stages = plan.order.filter(needed.contains).compactMap(pipeline.stage).map {
+            skippedReport($0, status: .aborted, reason: "run aborted before the stage started")
+        }
+        return RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description, status: .aborted,
+                         startedAt: startedAt, seconds: Date().timeIntervalSince(startedAt), stages: stages)
     }
 
     /// Stages that must produce output for the selected ones: the selected
@@ -212,7 +223,7 @@ public final class PipelineExecutor: Sendable {
                 lastError = error
                 if cancellation.isCancelled || error is RunAborted {
                     let report = makeReport(stage, status: .aborted, attempts: attempt, metrics: metrics, begin: begin,
-                                            error: RunAborted(reason: "interrupted"))
+                                            error: cancellation.abort ?? error)
                     observers.forEach { $0.stageFinished(info, report: report) }
                     return (report, nil)
                 }
@@ -223,7 +234,14 @@ public final class PipelineExecutor: Sendable {
                         "attempt": .stringConvertible(attempt), "delay_seconds": .string(String(format: "%.2f", delay)),
                         "error": .string(String(describing: error))])
                     observers.forEach { $0.stageRetrying(info, stage: stage, attempt: attempt, error: error, delay: delay) }
-                    await options.sleep(delay)
+                    await backoff(delay)
+                    if let abort = cancellation.abort {
+                        // Aborted during the wait: no further attempt.
+                        let report = makeReport(stage, status: .aborted, attempts: attempt, metrics: metrics,
+                                                begin: begin, error: abort)
+                        observers.forEach { $0.stageFinished(info, report: report) }
+                        return (report, nil)
+                    }
                     continue
                 }
                 let report = makeReport(stage, status: .failed, attempts: attempt, metrics: metrics, begin: begin, error: lastError)
@@ -232,6 +250,17 @@ public final class PipelineExecutor: Sendable {
                 observers.forEach { $0.stageFinished(info, report: report) }
                 return (report, nil)
             }
+        }
+    }
+
+    /// Waits `seconds` before a retry, or less if the run is aborted meanwhile.
+    private func backoff(_ seconds: Double) async {
+        let (sleep, cancellation) = (options.sleep, self.cancellation)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await sleep(seconds) }
+            group.addTask { await cancellation.cancelled() }
+            await group.next()
+            group.cancelAll()
         }
     }
 

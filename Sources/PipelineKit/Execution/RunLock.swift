@@ -28,6 +28,7 @@ final class RunLock: @unchecked Sendable {
             let holder = try connection.query("""
                 SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                 WHERE l.locktype = 'advisory' AND l.granted
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
                   AND (l.classid::bigint << 32 | l.objid::bigint) = (hashtextextended($1, 0) & x'ffffffffffffffff'::bigint)
                 LIMIT 1
                 """, key)
@@ -40,6 +41,8 @@ final class RunLock: @unchecked Sendable {
             logger.warning("waiting for the run lock", metadata: ["lock": .string(key[0]), "holder_run": .string(holderRun)])
             cancellation.track(connection)
             defer { cancellation.untrack(connection) }
+            // A cancel that came before the session was tracked interrupted nothing.
+            try cancellation.check()
             try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
             return RunLock(connection: connection)
         }
@@ -53,6 +56,7 @@ final class RunLock: @unchecked Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            try cancellation.check()
             do {
                 return try PGConnection(definition.info, applicationName: applicationName(pipeline: pipeline.name, runID: runID))
             } catch var error as PGError {
@@ -64,7 +68,7 @@ final class RunLock: @unchecked Sendable {
                 logger.warning("warehouse unreachable; retrying", metadata: [
                     "connection": .string(definition.name), "attempt": .stringConvertible(attempt),
                     "delay_seconds": .string(String(format: "%.2f", delay)), "error": .string(error.message)])
-                Thread.sleep(forTimeInterval: delay)
+                cancellation.wait(seconds: delay)
             }
         }
     }

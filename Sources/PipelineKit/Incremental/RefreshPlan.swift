@@ -33,7 +33,7 @@ public struct RefreshPlan: Sendable {
     public var summary: String {
         switch mode {
         case .full(let reason): "full refresh: \(reason)"
-        case .incremental(let since): "incremental since run \(since.runID.uuidString.lowercased().prefix(8)) (as_of \(since.asOf))"
+        case .incremental(let since): "incremental since run \(since.shortRunID) (as_of \(since.asOf))"
         }
     }
 

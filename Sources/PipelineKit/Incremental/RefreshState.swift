@@ -19,6 +19,9 @@ public struct RefreshState: Sendable, Equatable {
         self.watermarks = watermarks
         self.committedAt = committedAt
     }
+
+    /// The run id as people read it in summaries: its first 8 hex digits.
+    public var shortRunID: String { String(runID.uuidString.lowercased().prefix(8)) }
 }
 
 /// The table `pipelinekit.refresh_state` in the warehouse: one row per
