@@ -29,7 +29,7 @@ public struct FactUpsert: Stage {
         let input = try context.relation(from)
         for field in fields {
             let source = try requireField(field.name, in: input.schema, of: "input '\(from)'")
-            guard source.type.storage == field.type.storage, source.type.scale == field.type.scale else {
+            guard source.type.canBeWritten(as: field.type) else {
                 throw StageFailure.config("column '\(field.name)' is \(source.type) in '\(from)' but declared \(field.type) for \(target.table)")
             }
         }
@@ -64,12 +64,5 @@ public struct FactUpsert: Stage {
 
     public func restore(_ context: StageContext) throws -> StageOutput? {
         .table(name: target.table, relation: target.read(columns: fields))
-    }
-}
-
-extension DataType {
-    var scale: Int {
-        if case .numeric(_, let scale) = self { return scale }
-        return 0
     }
 }

@@ -49,6 +49,11 @@ public struct LookupBuild: Stage {
         defaults = config["default"]?.entries.map { ($0.key, $0.value) } ?? []
         persist = try config["persist"].map { try WriteTarget(config: $0, build: build) }
         persistDefault = config["persist"]?["include_default"]?.bool ?? true
+        if let persist, persistDefault, let node = config["default"],
+           let missing = persist.key.first(where: { name in !defaults.contains { $0.0 == name && !$0.1.isNull } }) {
+            build.error(at: node, "the default row is also written to \(persist.table), but it has no value for the table's key '\(missing)'; give it one, or set persist.include_default: false")
+            throw StageBuild.Invalid()
+        }
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {

@@ -76,7 +76,15 @@ public struct MetricRollup: Stage {
             switch kinds[0] {
             case "count": metrics.append((entry.key, .count))
             case "count_not_null": metrics.append((entry.key, .countNotNull(spec["count_not_null"]!.string!)))
-            default: metrics.append((entry.key, .avg(spec["avg"]!.string!, scale: spec["scale"]?.int ?? 2)))
+            default:
+                let scale = spec["scale"]?.int ?? 2
+                // The average is written as numeric(12, scale).
+                guard scale <= 12 else {
+                    build.error(at: spec["scale"]!, "metric '\(entry.key)': scale \(scale) is above 12, the most an average keeps")
+                    failed = true
+                    continue
+                }
+                metrics.append((entry.key, .avg(spec["avg"]!.string!, scale: scale)))
             }
         }
         self.metrics = metrics
@@ -138,9 +146,12 @@ public struct MetricRollup: Stage {
         }
 
         mutating func add(slot: Int) { count[slot] += 1 }
-        mutating func add(slot: Int, metric: Int, value: Int64) {
+        /// False when the sum no longer fits in 64 bits.
+        mutating func add(slot: Int, metric: Int, value: Int64) -> Bool {
             notNull[slot * metricCount + metric] += 1
-            sums[slot * metricCount + metric] += value
+            let (sum, overflow) = sums[slot * metricCount + metric].addingReportingOverflow(value)
+            sums[slot * metricCount + metric] = sum
+            return !overflow
         }
         mutating func add(slot: Int, level: Int) { levelCounts[slot * levelCount + level] += 1 }
     }
@@ -216,8 +227,9 @@ public struct MetricRollup: Stage {
         let columns = dimensions.map { dimension in
             let column = SQL.ident(dimension.column)
             switch dimension.truncate {
-            case "month"?: return "(\(column) - (extract(day FROM \(column))::int - 1))"
-            case "year"?: return "make_date(extract(year FROM \(column))::int, 1, 1)"
+            // An infinite date is its own cell, and has no year to make a date of.
+            case "month"?: return "(CASE WHEN isfinite(\(column)) THEN \(column) - (extract(day FROM \(column))::int - 1) ELSE \(column) END)"
+            case "year"?: return "(CASE WHEN isfinite(\(column)) THEN make_date(extract(year FROM \(column))::int, 1, 1) ELSE \(column) END)"
             default: return column
             }
         }
@@ -250,7 +262,8 @@ public struct MetricRollup: Stage {
     private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [[Int64: Int64]]) -> [Value] {
         dimensions.indices.map { index in
             let value = columns[index].value(at: row)
-            guard let truncate = dimensions[index].truncate, case .int(let day) = value else { return value }
+            guard let truncate = dimensions[index].truncate, case .int(let day) = value,
+                  day != PGTime.infiniteDate, day != PGTime.minusInfiniteDate else { return value }
             if let first = truncated[index][day] { return .int(first) }
             let date = CivilDate(pgDays: day)
             let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
@@ -275,17 +288,37 @@ public struct MetricRollup: Stage {
             return Field(dimension.name, type)
         }
         if let unpivotColumn { outputFields.append(Field(unpivotColumn, .text)) }
+        /// The type of `field` in every unpivot group, which must agree: one
+        /// output column holds them all, computed at one scale.
+        func exactType(_ field: String, for purpose: String) throws -> DataType {
+            var found: DataType?
+            for (groupName, fields) in unpivoted {
+                let type = try column(field, fields).field.type
+                guard type.isExactNumber else {
+                    throw StageFailure.config("\(purpose) needs an integer or numeric column, '\(fields[field] ?? field)' is \(type)")
+                }
+                if let found, found.scale != type.scale {
+                    throw StageFailure.config("\(purpose): '\(field)' is \(found) in one unpivot group but \(type) in group '\(groupName ?? "")'; the groups must agree")
+                }
+                found = found ?? type
+            }
+            return found!
+        }
         var avgScales: [Int: (inScale: Int, outScale: Int)] = [:]
         for (index, (name, metric)) in metrics.enumerated() {
             switch metric {
             case .count, .countNotNull: outputFields.append(Field(name, .int))
             case .avg(let field, let scale):
-                let source = try column(field, unpivoted[0].fields)
-                guard source.field.type.storage == .int else {
-                    throw StageFailure.config("metric '\(name)': avg needs an integer or numeric field, '\(field)' is \(source.field.type)")
-                }
-                avgScales[index] = (source.field.type.scale, scale)
+                avgScales[index] = (try exactType(field, for: "metric '\(name)': avg").scale, scale)
                 outputFields.append(Field(name, .numeric(precision: 12, scale: scale)))
+            }
+        }
+        if let levels {
+            // A ratio of scaled integers is exact only when both share the scale.
+            let numerator = try exactType(levels.numerator, for: "levels: numerator")
+            let denominator = try exactType(levels.denominator, for: "levels: denominator")
+            guard numerator.scale == denominator.scale else {
+                throw StageFailure.config("levels: numerator '\(levels.numerator)' is \(numerator) but denominator '\(levels.denominator)' is \(denominator); give them the same scale")
             }
         }
         for level in levels?.thresholds ?? [] { outputFields.append(Field(level.name, .int)) }
@@ -324,13 +357,15 @@ public struct MetricRollup: Stage {
                 accumulators.add(slot: slot)
                 for (index, column) in metricColumns.enumerated() {
                     guard let column, !column.isNull(row) else { continue }
-                    accumulators.add(slot: slot, metric: index, value: column.ints[row])
+                    guard accumulators.add(slot: slot, metric: index, value: column.ints[row]) else {
+                        throw StageFailure.data("metric '\(metrics[index].name)': the sum of '\(column.field.name)' over one group does not fit in 64 bits")
+                    }
                 }
                 if let levels, let numerator, let denominator, !numerator.isNull(row), !denominator.isNull(row),
                    denominator.ints[row] > 0 {
                     let (n, d) = (numerator.ints[row], denominator.ints[row])
-                    // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in integers.
-                    if let level = levels.thresholds.firstIndex(where: { n * $0.q >= $0.p * d }) {
+                    // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in 128-bit products.
+                    if let level = levels.thresholds.firstIndex(where: { Self.product(n, $0.q) >= Self.product($0.p, d) }) {
                         accumulators.add(slot: slot, level: level)
                     }
                 }
@@ -350,9 +385,13 @@ public struct MetricRollup: Stage {
                     guard n > 0, let scales = avgScales[index] else { row.append(.null); continue }
                     let sum = accumulators.sums[slot * metricCount + index]
                     let shift = scales.outScale - scales.inScale
-                    row.append(.int(shift >= 0
-                        ? Rounding.divide(sum * Rounding.pow10(shift), by: n)
-                        : Rounding.divide(sum, by: n * Rounding.pow10(-shift))))
+                    let (scaled, overflow) = shift >= 0
+                        ? sum.multipliedReportingOverflow(by: Rounding.pow10(shift))
+                        : n.multipliedReportingOverflow(by: Rounding.pow10(-shift))
+                    guard !overflow else {
+                        throw StageFailure.data("metric '\(metrics[index].name)': an average at scale \(scales.outScale) does not fit in 64 bits; lower its scale")
+                    }
+                    row.append(.int(shift >= 0 ? Rounding.divide(scaled, by: n) : Rounding.divide(sum, by: scaled)))
                 }
             }
             row += accumulators.levelCounts[(slot * levelCount)..<((slot + 1) * levelCount)].map(Value.int)
@@ -360,6 +399,9 @@ public struct MetricRollup: Stage {
         }
         return output
     }
+
+    /// a·b as a 128-bit number, (high, low), which orders like the product.
+    static func product(_ a: Int64, _ b: Int64) -> (Int64, UInt64) { a.multipliedFullWidth(by: b) }
 
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }
 

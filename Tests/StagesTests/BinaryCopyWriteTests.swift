@@ -1,5 +1,6 @@
 import Foundation
 @testable import PipelineKit
+@testable import Stages
 import XCTest
 
 /// Warehouse writes travel as binary COPY: every value must arrive exactly as
@@ -120,6 +121,72 @@ final class BinaryCopyWriteTests: XCTestCase {
             one.append(row: [.int(9), .int(9)])
             if !tableHadRows { _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(one) } }
         }
+    }
+
+    func testAKeyStagedTwiceFailsEvenWhenItsFirstCopyEqualsTheTablesRow() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        for fields in [[Field("id", .bigint), Field("v", .int)], [Field("id", .bigint)]] {
+            let table = "dw.t\(fields.count)"
+            let writer = TableWriter(table: table, columns: fields, key: ["id"])
+            let row: [Value] = fields.count == 2 ? [.int(1), .int(10)] : [.int(1)]
+            _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(F.batch(fields, [row])) }
+            // The first copy changes nothing, so the merge alone would only lock the row and let the second through.
+            let second: [Value] = fields.count == 2 ? [.int(1), .int(20)] : [.int(1)]
+            XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) {
+                try $0(F.batch(fields, [row, second]))
+            }) { error in
+                XCTAssertTrue("\(error)".contains("2 rows for the key (id)=(1) of \(table); the key must be unique"), "\(error)")
+            }
+            XCTAssertEqual(try connection.query("SELECT count(*) FROM \(table)").int(0, 0), 1)
+        }
+        XCTAssertEqual(try connection.query("SELECT v FROM dw.t2").int(0, 0), 10, "the table kept its row")
+    }
+
+    func testAnExistingTableWithAnotherKeyOrAnUndeclaredRequiredColumnIsAConfigurationError() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        try connection.execute("""
+            CREATE SCHEMA dw;
+            CREATE TABLE dw.other_key (id bigint, program_id int, v int, _run_id uuid NOT NULL, _updated_at timestamptz NOT NULL,
+                                       PRIMARY KEY (id, program_id));
+            CREATE TABLE dw.required (id bigint PRIMARY KEY, v int, note text NOT NULL, _run_id uuid NOT NULL,
+                                      _updated_at timestamptz NOT NULL);
+            """)
+        let cases: [(table: String, fields: [Field], expected: String)] = [
+            ("dw.other_key", [Field("id", .bigint), Field("program_id", .int), Field("v", .int)],
+             "no primary key or unique index on exactly (id)"),
+            ("dw.required", [Field("id", .bigint), Field("v", .int)], "column note is NOT NULL without a default but not declared"),
+        ]
+        for (table, fields, expected) in cases {
+            let writer = TableWriter(table: table, columns: fields, key: ["id"])
+            XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) {
+                try $0(F.batch(fields, [fields.map { _ in .int(1) }]))
+            }) { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(table): \(error)") }
+                XCTAssertTrue(message.contains("table \(table) does not match the declaration: \(expected)"), message)
+            }
+            XCTAssertEqual(try connection.query("SELECT count(*) FROM \(table)").int(0, 0), 0, "\(table): nothing written")
+        }
+    }
+
+    func testAFactColumnDeclaredAsAnotherKindOfValueIsRefusedBeforeWriting() throws {
+        // All stored as Int64, but an integer is not a date, a time or a boolean.
+        let cases: [(DataType, DataType)] = [(.int, .date), (.bigint, .timestamptz), (.int, .bool), (.date, .int),
+                                             (.numeric(precision: 12, scale: 2), .int)]
+        for (input, declared) in cases {
+            let stage = try F.make(FactUpsert.self, "fact", yaml: """
+                from: src
+                columns: {id: bigint, v: \(declared.sqlName)}
+                connection: warehouse
+                table: dw.f
+                key: id
+                """, inputs: ["src": .relation], connections: ["warehouse": false])
+            let context = F.context(stageID: "fact", inputs: ["src": F.relation([Field("id", .bigint), Field("v", input)], [[.int(1), .int(20200115)]])])
+            XCTAssertThrowsError(try stage.run(context), "\(input) → \(declared)") { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, "column 'v' is \(input) in 'src' but declared \(declared) for dw.f")
+            }
+        }
+        XCTAssertTrue(DataType.int.canBeWritten(as: .bigint) && DataType.bigint.canBeWritten(as: .numeric(precision: 18, scale: 0)))
     }
 
     func testTheDecoderReadsBackWhatTheEncoderWritesEvenPastItsInitialCapacity() throws {

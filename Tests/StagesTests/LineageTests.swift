@@ -127,6 +127,26 @@ final class LineageTests: XCTestCase {
         try (lines.joined(separator: "\n") + (trailingNewline ? "\n" : "")).write(toFile: path, atomically: true, encoding: .utf8)
     }
 
+    func testARetryAfterALostCommitAcknowledgementKeepsTheCountsOfTheWriteThatCommitted() async throws {
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let pipeline = try Dost.loadPipeline(source: try Dost.sourceDatabase(), warehouse: warehouse, asOf: "2020-10-15")
+        let report = try await Dost.run(pipeline)
+        let written = try XCTUnwrap(report.stage("userprogram_fact")?.written)
+        XCTAssertGreaterThan(written.inserted, 0)
+
+        // The retry of a stage whose COMMIT went through unacknowledged finds nothing to change.
+        let dw = try TestDatabase.connect(warehouse)
+        try dw.transaction {
+            try LineageMirror.recordWrite(dw, runID: report.runID, stageID: "userprogram_fact", table: "dw.userprogram_fact",
+                                          counts: WriteCounts(unchanged: written.inserted))
+        }
+        let recorded = try dw.query("""
+            SELECT inserted, unchanged FROM lineage.dataset_writes WHERE run_id = $1 AND stage_id = 'userprogram_fact'
+            """, [report.runID.uuidString.lowercased()])
+        XCTAssertEqual(recorded.int(0, 0), written.inserted)
+        XCTAssertEqual(recorded.int(0, 1), 0)
+    }
+
     func testVerifyAcceptsAnIntactLog() throws {
         let (path, _) = try writeLog(events: 5)
         let result = try LineageVerifier.verify(path: path)

@@ -184,6 +184,23 @@ final class LookupBuildTests: XCTestCase {
         XCTAssertEqual(lookup.defaultRow, [.int(0), .int(0), .int(1)])
     }
 
+    func testAPersistedDefaultRowWithoutAValueForTheTablesKeyIsRejectedWhenBuilt() throws {
+        let yaml = """
+            from: partners
+            key: provider_number
+            default: {name: Unknown}
+            persist: {connection: warehouse, table: dw.partnerorg, key: id}
+            """
+        let (build, sink) = F.build("partnerorg", inputs: ["partners": .relation], connections: ["warehouse": false])
+        XCTAssertThrowsError(try LookupBuild(config: try F.config(yaml), build: build))
+        XCTAssertEqual(sink.diagnostics.map(\.message), [
+            "stage 'partnerorg': the default row is also written to dw.partnerorg, but it has no value for the table's key 'id'; give it one, or set persist.include_default: false",
+        ])
+        // Not written, it needs no key.
+        _ = try F.make(LookupBuild.self, "partnerorg", yaml: yaml.replacingOccurrences(of: "key: id}", with: "key: id, include_default: false}"),
+                       inputs: ["partners": .relation], connections: ["warehouse": false])
+    }
+
     func testFirstOrLastWithoutOrderByIsRejectedWhenBuilt() throws {
         let (build, sink) = F.build("partnerorg", inputs: ["partners": .relation])
         XCTAssertThrowsError(try LookupBuild(config: try F.config(Self.partnerYAML(duplicates: "first", orderBy: nil)), build: build))

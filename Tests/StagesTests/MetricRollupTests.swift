@@ -229,4 +229,106 @@ final class MetricRollupTests: XCTestCase {
         let output = try make(yaml).rollup(F.batch([Field("start_date", .date)], [[.int(F.day(2020, 6, 15))], [.int(F.day(2020, 6, 15))]]))
         XCTAssertEqual((0..<output.count).map(output.row), [[.int(F.day(2020, 6, 1)), .int(F.day(2020, 1, 1)), .int(2)]])
     }
+
+    // MARK: types, overflow and odd values
+
+    /// Two unpivot groups, `g1` reading `a` and `g2` reading `b` as `v`.
+    static func unpivotYAML(metric: String, levels: String = "") -> String {
+        """
+        from: userprogram
+        dimensions: {k: k}
+        unpivot:
+          name_column: w
+          groups:
+            g1: {v: a, d: c}
+            g2: {v: b, d: c}
+        metrics:
+          \(metric)
+        \(levels)
+        write: {connection: warehouse, table: dw.t, key: [k, w]}
+        """
+    }
+
+    func testUnpivotGroupsWhoseColumnsDifferInTypeAreAConfigurationError() throws {
+        let stage = try make(Self.unpivotYAML(metric: "avg_v: {avg: v, scale: 2}"))
+        for other in [DataType.int, .double] {
+            let input = F.batch([Field("k", .int), Field("a", .numeric(precision: 10, scale: 2)), Field("b", other), Field("c", .int)],
+                                [[.int(1), .int(150), other == .double ? .double(3) : .int(3), .int(1)]])
+            XCTAssertThrowsError(try stage.rollup(input), "\(other)") { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.hasPrefix("metric 'avg_v': avg"), message)
+            }
+        }
+    }
+
+    func testLevelsNeedExactNumbersOfOneScale() throws {
+        let stage = try make(Self.unpivotYAML(metric: "n: {count: true}",
+                                              levels: "levels: {numerator: v, denominator: d, thresholds: {high: 1/2, low: \"0\"}}"))
+        for (type, value, expected) in [(DataType.double, Value.double(1.5), "levels: numerator needs an integer or numeric column, 'a' is double precision"),
+                                        (.numeric(precision: 10, scale: 2), .int(150), "levels: numerator 'v' is numeric(10,2) but denominator 'd' is int; give them the same scale")] {
+            let input = F.batch([Field("k", .int), Field("a", type), Field("b", type), Field("c", .int)], [[.int(1), value, value, .int(3)]])
+            XCTAssertThrowsError(try stage.rollup(input)) { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, expected)
+            }
+        }
+    }
+
+    func testLevelsOfHugeValuesCompareExactlyInsteadOfOverflowing() throws {
+        let stage = try make(Self.levelsYAML)
+        let input = F.batch([Field("program_id", .int), Field("lessons", .bigint), Field("scheduled", .bigint)],
+                            [[.int(1), .int(1_000_000_000_000_000_000), .int(3_000_000_000_000_000_000)],
+                             [.int(2), .int(Int64.max / 2), .int(Int64.max)]])
+        let output = try stage.rollup(input)
+        // 1/3 is "medium" (≥ 1/4); (max/2)/max is just under 1/2, so "medium" too.
+        XCTAssertEqual((0..<output.count).map(output.row), [
+            [.int(1), .int(1), .int(0), .int(1), .int(0), .int(0)],
+            [.int(2), .int(1), .int(0), .int(1), .int(0), .int(0)],
+        ])
+    }
+
+    func testASumOrAverageBeyond64BitsIsADataErrorNotACrash() throws {
+        let overflowingSum = F.batch([Field("k", .int), Field("a", .bigint), Field("b", .bigint), Field("c", .int)],
+                                     [[.int(1), .int(Int64.max), .int(0), .int(1)], [.int(1), .int(1), .int(0), .int(1)]])
+        let overflowingScale = F.batch([Field("k", .int), Field("a", .bigint), Field("b", .bigint), Field("c", .int)],
+                                       [[.int(1), .int(Int64.max / 10), .int(0), .int(1)]])
+        for (metric, input) in [("avg_v: {avg: v}", overflowingSum), ("avg_v: {avg: v, scale: 12}", overflowingScale)] {
+            XCTAssertThrowsError(try make(Self.unpivotYAML(metric: metric)).rollup(input), metric) { error in
+                guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertTrue(message.hasPrefix("metric 'avg_v'"), message)
+            }
+        }
+    }
+
+    func testAScaleAbove12IsRejectedWhenBuilt() throws {
+        let (build, sink) = F.build("engagement_metric", inputs: ["userprogram": .relation], connections: ["warehouse": false])
+        XCTAssertThrowsError(try MetricRollup(config: try F.config(Self.unpivotYAML(metric: "avg_v: {avg: v, scale: 13}")), build: build))
+        XCTAssertEqual(sink.diagnostics.map(\.message), ["stage 'engagement_metric': metric 'avg_v': scale 13 is above 12, the most an average keeps"])
+    }
+
+    func testInfiniteDatesStayInfiniteWhenTruncated() throws {
+        let yaml = """
+            from: userprogram
+            dimensions: {cohort_month: {column: start_date, truncate: month}}
+            metrics: {users: {count: true}}
+            write: {connection: warehouse, table: dw.t, key: [cohort_month]}
+            """
+        let output = try make(yaml).rollup(F.batch([Field("start_date", .date)],
+                                                   [[.int(PGTime.infiniteDate)], [.int(PGTime.minusInfiniteDate)], [.int(F.day(2020, 6, 15))]]))
+        XCTAssertEqual((0..<output.count).map(output.row), [
+            [.int(PGTime.infiniteDate), .int(1)], [.int(PGTime.minusInfiniteDate), .int(1)], [.int(F.day(2020, 6, 1)), .int(1)],
+        ])
+    }
+
+    func testTextThatDiffersOnlyInUnicodeNormalisationStaysInTwoCellsAsInSQL() throws {
+        let yaml = """
+            from: userprogram
+            dimensions: {name: name}
+            metrics: {users: {count: true}}
+            write: {connection: warehouse, table: dw.t, key: [name]}
+            """
+        // "café" with a precomposed é, and with an e and a combining accent: equal to Swift's String, not to PostgreSQL.
+        let output = try make(yaml).rollup(F.batch([Field("name", .text)], [[.text("caf\u{E9}")], [.text("cafe\u{301}")]]))
+        XCTAssertEqual(output.count, 2)
+    }
 }

@@ -117,11 +117,38 @@ public enum Value: Sendable, Hashable, CustomStringConvertible {
 extension Value {
     /// An order for choosing between rows (first/last, tie breaks): values of
     /// one kind in their natural order, NULL last.
+    /// Equal as PostgreSQL compares text for equality: byte for byte. Swift's
+    /// String equality would also join canonically equivalent spellings
+    /// ("é" as one code point or as "e" and an accent), which SQL keeps apart.
+    public static func == (lhs: Value, rhs: Value) -> Bool {
+        switch (lhs, rhs) {
+        case (.null, .null): true
+        case let (.int(a), .int(b)): a == b
+        case let (.double(a), .double(b)): a == b
+        case let (.text(a), .text(b)): a.utf8.elementsEqual(b.utf8)
+        default: false
+        }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .null: hasher.combine(0 as UInt8)
+        case .int(let v): hasher.combine(1 as UInt8); hasher.combine(v)
+        case .double(let v): hasher.combine(2 as UInt8); hasher.combine(v)
+        case .text(let v):
+            hasher.combine(3 as UInt8)
+            hasher.combine(v.utf8.count)
+            let hashed: Void? = v.utf8.withContiguousStorageIfAvailable { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+            if hashed == nil { for byte in v.utf8 { hasher.combine(byte) } }
+        }
+    }
+
+    /// Orders text by bytes (PostgreSQL's "C" collation), consistent with `==`.
     public static func sortsBefore(_ a: Value, _ b: Value) -> Bool {
         switch (a, b) {
         case let (.int(x), .int(y)): x < y
         case let (.double(x), .double(y)): x < y
-        case let (.text(x), .text(y)): x < y
+        case let (.text(x), .text(y)): x.utf8.lexicographicallyPrecedes(y.utf8)
         case (.null, _): false
         case (_, .null): true
         default: a.description < b.description

@@ -62,6 +62,35 @@ public enum DataType: Sendable, Hashable, CustomStringConvertible {
 
     public var isInteger: Bool { self == .smallint || self == .int || self == .bigint }
 
+    /// An integer or a numeric: a number held exactly, as a scaled Int64.
+    public var isExactNumber: Bool { canBeWritten(as: .numeric(precision: 18, scale: scale)) }
+
+    /// Decimal digits after the point: a numeric's scale, 0 for everything else.
+    public var scale: Int {
+        if case .numeric(_, let scale) = self { return scale }
+        return 0
+    }
+
+    /// Whether values of this type may go into a column declared `target`:
+    /// the same kind of value (integers and numerics are one kind, exact
+    /// numbers) at the same scale. An integer is never a date or a time,
+    /// although all three are stored as Int64; a value too large for the
+    /// target is refused by the encoder, naming it.
+    public func canBeWritten(as target: DataType) -> Bool {
+        enum Kind { case exact, double, bool, text, date, timestamptz }
+        func kind(_ type: DataType) -> Kind {
+            switch type {
+            case .smallint, .int, .bigint, .numeric: .exact
+            case .double: .double
+            case .bool: .bool
+            case .text: .text
+            case .date: .date
+            case .timestamptz: .timestamptz
+            }
+        }
+        return kind(self) == kind(target) && scale == target.scale
+    }
+
     /// PostgreSQL type OIDs accepted for this declared type in a COPY result.
     public var acceptedOIDs: Set<UInt32> {
         switch self {

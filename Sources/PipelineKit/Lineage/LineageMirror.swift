@@ -29,13 +29,15 @@ public enum LineageMirror {
     }
 
     /// Records a table write; call inside the transaction that writes the data.
+    /// The first committed record of a (run, stage, table) stands: a retry
+    /// after a COMMIT whose acknowledgement was lost finds every row already
+    /// written, and its all-unchanged counts must not replace the real ones.
     public static func recordWrite(_ connection: PGConnection, runID: UUID, stageID: String, table: String,
                                    counts: WriteCounts) throws {
         try connection.query("""
             INSERT INTO lineage.dataset_writes (run_id, stage_id, dataset, inserted, updated, deleted, unchanged)
             VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (run_id, stage_id, dataset) DO UPDATE SET inserted = EXCLUDED.inserted,
-              updated = EXCLUDED.updated, deleted = EXCLUDED.deleted, unchanged = EXCLUDED.unchanged, written_at = now()
+            ON CONFLICT (run_id, stage_id, dataset) DO NOTHING
             """, [runID.uuidString.lowercased(), stageID, table, String(counts.inserted), String(counts.updated),
                   String(counts.deleted), String(counts.unchanged)])
     }

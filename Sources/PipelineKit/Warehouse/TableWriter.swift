@@ -90,9 +90,7 @@ public struct TableWriter: Sendable {
         let valueColumns = columns.map(\.name).filter { !key.contains($0) }
         let onConflict: String
         if valueColumns.isEmpty {
-            // Nothing to update, but unlike DO NOTHING this still fails on a
-            // key staged twice (the check precedes the WHERE).
-            onConflict = "DO UPDATE SET _run_id = t._run_id WHERE false"
+            onConflict = "DO NOTHING"
         } else {
             let assignments = (valueColumns.map { "\(SQL.ident($0)) = EXCLUDED.\(SQL.ident($0))" }
                 + ["_run_id = EXCLUDED._run_id", "_updated_at = EXCLUDED._updated_at"]).joined(separator: ", ")
@@ -100,29 +98,26 @@ public struct TableWriter: Sendable {
             let incoming = valueColumns.map { "EXCLUDED.\(SQL.ident($0))" }.joined(separator: ", ")
             onConflict = "DO UPDATE SET \(assignments) WHERE (\(current)) IS DISTINCT FROM (\(incoming))"
         }
-        // Duplicate keys make the merge fail (SQLSTATE 21000); only then is it
-        // worth a query to say which key, so the common case pays nothing.
-        try connection.execute("SAVEPOINT merge")
-        var counts = WriteCounts()
-        do {
-            let merged = try connection.query("""
-                WITH merged AS (
-                    INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
-                    SELECT \(columnList), $1::uuid, now() FROM \(staging)
-                    ON CONFLICT (\(keyList)) \(onConflict)
-                    RETURNING (xmax = 0) AS inserted
-                )
-                SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-                """, [runID.uuidString.lowercased()])
-            counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
-        } catch let error as PGError where error.sqlState == "21000" {
-            try connection.execute("ROLLBACK TO SAVEPOINT merge")
-            let duplicate = try connection.query("""
-                SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
-                """)
+        // A key staged twice must fail the write. The merge alone does not
+        // always notice: when the first copy equals the table's row, ON
+        // CONFLICT only locks that row, and the second copy goes through.
+        let duplicate = try connection.query("""
+            SELECT \(keyList), count(*) FROM \(staging) GROUP BY \(keyList) HAVING count(*) > 1 LIMIT 1
+            """)
+        if duplicate.rowCount > 0 {
             let values = (0..<key.count).map { duplicate.string(0, $0) ?? "NULL" }.joined(separator: ", ")
             throw StageFailure.data("\(duplicate.string(0, key.count) ?? "several") rows for the key (\(key.joined(separator: ", ")))=(\(values)) of \(table); the key must be unique")
         }
+        let merged = try connection.query("""
+            WITH merged AS (
+                INSERT INTO \(quotedTable) AS t (\(columnList), _run_id, _updated_at)
+                SELECT \(columnList), $1::uuid, now() FROM \(staging)
+                ON CONFLICT (\(keyList)) \(onConflict)
+                RETURNING (xmax = 0) AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
+            """, [runID.uuidString.lowercased()])
+        var counts = WriteCounts(inserted: merged.int(0, 0) ?? 0, updated: merged.int(0, 1) ?? 0)
         if deleteMissing {
             let match = key.map { "s.\(SQL.ident($0)) = t.\(SQL.ident($0))" }.joined(separator: " AND ")
             counts.deleted = try connection.query("""
@@ -200,11 +195,28 @@ public struct TableWriter: Sendable {
             try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
         }
         let existing = try connection.query("""
-            SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef FROM pg_attribute a
             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quotedTable])
         let found = Dictionary(existing.rows.map { ($0[0] ?? "", $0[1] ?? "") }, uniquingKeysWith: { a, _ in a })
         var problems: [String] = []
+        // Writes name only the declared columns: another one that needs a value fails every insert.
+        let declared = Set(columns.map(\.name) + Self.lineageColumns)
+        for row in existing.rows where row[2] == "t" && !declared.contains(row[0] ?? "") {
+            problems.append("column \(row[0] ?? "") is NOT NULL without a default but not declared")
+        }
+        // The merge's ON CONFLICT, and the duplicate check of a first load, need a unique index on exactly the key.
+        let keyNames = "ARRAY[\(key.map(SQL.literal).joined(separator: ", "))]::text[]"
+        let keyIndex = try connection.query("""
+            SELECT EXISTS (SELECT 1 FROM pg_index i
+                           CROSS JOIN LATERAL (SELECT array_agg(a.attname::text) AS names FROM pg_attribute a
+                                               WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) k
+                           WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                             AND k.names @> \(keyNames) AND k.names <@ \(keyNames))
+            """, [quotedTable])
+        if keyIndex.string(0, 0) != "t" {
+            problems.append("no primary key or unique index on exactly (\(key.joined(separator: ", ")))")
+        }
         for field in columns {
             guard let type = found[field.name] else {
                 problems.append("column \(field.name) is missing")
@@ -214,7 +226,7 @@ public struct TableWriter: Sendable {
         }
         for column in Self.lineageColumns where found[column] == nil { problems.append("column \(column) is missing") }
         if !problems.isEmpty {
-            throw StageFailure.config("table \(table) does not match the declared columns: \(problems.joined(separator: "; ")); migrate it or drop it so it is recreated")
+            throw StageFailure.config("table \(table) does not match the declaration: \(problems.joined(separator: "; ")); migrate it or drop it so it is recreated")
         }
     }
 }
