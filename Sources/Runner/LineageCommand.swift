@@ -84,7 +84,13 @@ extension Runner.Lineage {
         @Argument(help: "schema.table") var table: String
         @OptionGroup var options: WarehouseOptions
 
-        func run() throws { try options.print(try options.queries().tableHistory(table)) }
+        func run() throws {
+            let history = try options.queries().tableHistory(table)
+            guard !history.rows.isEmpty else {
+                throw ValidationError("no write to '\(table)' is recorded in the lineage mirror; name the table as the pipeline does, schema.table (e.g. dw.userprogram_fact)")
+            }
+            try options.print(history)
+        }
     }
 
     struct Diff: ParsableCommand {
@@ -93,7 +99,13 @@ extension Runner.Lineage {
         @Argument(help: "The second run id.") var runB: String
         @OptionGroup var options: WarehouseOptions
 
-        func run() throws { try options.print(try options.queries().diff(runA, runB)) }
+        func run() throws {
+            let queries = try options.queries()
+            for id in [runA, runB] where try queries.run(id).rows.isEmpty {
+                throw ValidationError("no run \(id) in the lineage mirror")
+            }
+            try options.print(try queries.diff(runA, runB))
+        }
     }
 
     struct Verify: ParsableCommand {
@@ -106,7 +118,16 @@ extension Runner.Lineage {
 
         func run() throws {
             let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                throw ValidationError("\(path): \(isDirectory.boolValue ? "is a directory, not a lineage log" : "no such file")")
+            }
             let known = try against.map { try LineageQueries(warehouse: ConnInfo($0)).lastHashes(logPath: absolute) } ?? []
+            if against != nil && known.isEmpty {
+                // Checking against nothing would look like a pass.
+                printError("\(path): no run in that warehouse wrote to \(absolute); nothing to check the log against (the mirror names each log by its absolute path)")
+                throw ExitCode(1)
+            }
             let result = try LineageVerifier.verify(path: absolute, knownLastHashes: known)
             if json {
                 print(try JSON.object([

@@ -62,6 +62,8 @@ public struct FactUpsert: Stage {
 
     public var tablesWritten: [String] { [target.table] }
 
+    public var restoresWithoutInputs: Bool { true }
+
     public func restore(_ context: StageContext) throws -> StageOutput? {
         .table(name: target.table, relation: target.read(columns: fields))
     }

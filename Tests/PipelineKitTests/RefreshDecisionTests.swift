@@ -64,7 +64,7 @@ final class RefreshDecisionTests: XCTestCase {
         let older = state(asOf: "2020-10-14", committedAt: 1000)
         let newer = state(asOf: "2020-10-15", committedAt: 2000)
         XCTAssertEqual(reason(try decide(states: ["fact": newer, "metrics": older], writers: ["fact", "metrics"])),
-                       "the last run did not commit every write: stage 'metrics' is at run \(older.shortRunID) and stage 'fact' at run \(newer.shortRunID)")
+                       "the writing stages are at different runs: stage 'metrics' at run \(older.shortRunID), stage 'fact' at run \(newer.shortRunID) (a run failed or was stopped between its writes, or ran with --select)")
     }
 
     func testAHalfFinishedFullRefreshAtAnEarlierAsOfIsNotFollowedByAnIncrementalRun() throws {

@@ -407,6 +407,16 @@ final class ValidationTests: XCTestCase {
         assertSingleDiagnostic(loadDiagnostics(text), at: (3, 8), contains: ["connection 'src'", "invalid connection string"])
     }
 
+    func testAConnectionStringLibpqCannotParseNeverShowsItsPassword() {
+        // libpq quotes the bad part: here the whole URI, or a password that is not valid percent-encoding.
+        for url in ["postgresql://etl:p%zzS3cret@db/dw", "postgresql://u:S3cret@[bad"] {
+            let text = Self.valid.replacingOccurrences(of: "\"host=/tmp dbname=x\"", with: "\"${SRC_URL}\"")
+            let diagnostics = loadDiagnostics(text, options: loadOptions(environment: ["SRC_URL": url]))
+            assertSingleDiagnostic(diagnostics, at: (3, 8), contains: ["connection 'src'", "invalid connection string"])
+            XCTAssertFalse(diagnostics.map(\.description).joined().contains("S3cret"), "\(diagnostics)")
+        }
+    }
+
     // MARK: hostile files
 
     func testAliasBombIsRejectedQuicklyWithAClearMessage() {

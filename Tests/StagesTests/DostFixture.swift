@@ -59,12 +59,12 @@ enum Dost {
             path: path, options: LoadOptions(environment: environment(source: source, warehouse: warehouse), asOf: CivilDate(iso: asOf)))
     }
 
-    static func run(_ pipeline: PipelineDefinition, fullRefresh: Bool = false, observers: [any RunObserver] = [],
-                    log: LineageLog? = nil) async throws -> RunReport {
+    static func run(_ pipeline: PipelineDefinition, fullRefresh: Bool = false, selecting selectors: [String] = [],
+                    observers: [any RunObserver] = [], log: LineageLog? = nil) async throws -> RunReport {
         var logger = Logger(label: "test")
         logger.logLevel = .error
-        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, fullRefresh: fullRefresh, logger: logger,
-                                                                                    observers: observers, lineageLog: log,
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, selectors: selectors, fullRefresh: fullRefresh,
+                                                                                    logger: logger, observers: observers, lineageLog: log,
                                                                                     sleep: { _ in }))
         return try await executor.run()
     }

@@ -63,6 +63,31 @@ final class DostWarehouseTests: XCTestCase {
         XCTAssertNil(counts[second.runID.uuidString.lowercased()])
     }
 
+    func testSelectingTheRollupRestoresTheFactTableWithoutRecomputingWhatFeedsIt() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let pipeline = try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        _ = try await Dost.run(pipeline)
+        try TestDatabase.connect(warehouse).execute("DELETE FROM dw.engagement_metric")
+
+        let selected = try await Dost.run(pipeline, selecting: ["engagement_metric"])
+        XCTAssertEqual(selected.status, .succeeded, selected.summaryTable)
+        XCTAssertEqual(selected.stages.map(\.id), ["userprogram_fact", "engagement_metric"], "only the fact is restored")
+        XCTAssertEqual(selected.stage("userprogram_fact")?.status, .restored)
+        try Dost.assertWarehouseEqualsReference(source: source, warehouse: warehouse, asOf: "2020-10-15")
+
+        // A lookup that persists nothing cannot be restored, and the message says what to select.
+        let aggregate = try await Dost.run(pipeline, selecting: ["userprogram+"])
+        XCTAssertEqual(aggregate.status, .failed)
+        XCTAssertTrue(aggregate.stage("user_lookup")?.error?.contains("select it too (e.g. --select user_lookup+)") ?? false,
+                      aggregate.summaryTable)
+
+        // The tables are now from different runs: the next run rebuilds them all.
+        let next = try await Dost.run(pipeline)
+        XCTAssertTrue(next.refresh?.hasPrefix("full refresh: the writing stages are at different runs") == true,
+                      "refresh: \(next.refresh ?? "nil")")
+    }
+
     func testEveryConnectionNamesThePipelineAndStageInApplicationName() async throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")

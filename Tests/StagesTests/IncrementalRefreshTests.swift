@@ -231,7 +231,7 @@ final class IncrementalRefreshTests: XCTestCase {
 
         // The fact table no longer shows where the pair was, so only a rebuild finds the cell it left.
         let rerun = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertTrue(rerun.refresh?.hasPrefix("full refresh: the last run did not commit every write: stage 'engagement_metric'") == true,
+        XCTAssertTrue(rerun.refresh?.hasPrefix("full refresh: the writing stages are at different runs: stage 'engagement_metric'") == true,
                       "refresh: \(rerun.refresh ?? "nil")")
         XCTAssertEqual(try metricRows(warehouse, inCell: left), 0, "the cell \(left) the pair left is still there")
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
@@ -247,7 +247,7 @@ final class IncrementalRefreshTests: XCTestCase {
 
         // Windows that closed between 09-01 and 10-15 must be filled in again.
         let rerun = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        XCTAssertTrue(rerun.refresh?.hasPrefix("full refresh: the last run did not commit every write") == true,
+        XCTAssertTrue(rerun.refresh?.hasPrefix("full refresh: the writing stages are at different runs") == true,
                       "refresh: \(rerun.refresh ?? "nil")")
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
@@ -287,7 +287,7 @@ final class IncrementalRefreshTests: XCTestCase {
         try dw.execute("ALTER TABLE dw.userprogram_fact DROP CONSTRAINT no_new")
         // The lookups' writes committed in the failed run, the fact's did not.
         let retried = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-20")
-        XCTAssertTrue(retried.refresh?.hasPrefix("full refresh: the last run did not commit every write") == true,
+        XCTAssertTrue(retried.refresh?.hasPrefix("full refresh: the writing stages are at different runs") == true,
                       "refresh: \(retried.refresh ?? "nil")")
         XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), retried.runID.uuidString.lowercased())
 

@@ -171,6 +171,15 @@ final class LineageTests: XCTestCase {
         XCTAssertTrue(result.problems.first?.hasPrefix("line 3:") == true, "\(result.problems)")
     }
 
+    func testVerifyNamesTheFirstLineWhenTheLinesBeforeItWereRemoved() throws {
+        var (path, lines) = try writeLog(events: 5)
+        lines.removeFirst()
+        try rewrite(path, lines)
+        let result = try LineageVerifier.verify(path: path)
+        XCTAssertEqual(result.problems.first?.hasPrefix("line 1: chain broken"), true, "\(result.problems)")
+        XCTAssertTrue(result.problems.first?.hasSuffix("it is the first line; lines before it were removed") == true, "\(result.problems)")
+    }
+
     func testVerifyDetectsReorderedLines() throws {
         var (path, lines) = try writeLog(events: 5)
         lines.swapAt(1, 3)

@@ -118,11 +118,18 @@ public final class PipelineExecutor: Sendable {
         var result = plan.selected
         var frontier = Array(plan.selected)
         while let next = frontier.popLast() {
-            for input in plan.inputs[next, default: []] where result.insert(input).inserted {
+            for input in awaitedInputs(of: next) where result.insert(input).inserted {
                 frontier.append(input)
             }
         }
         return result
+    }
+
+    /// The inputs a stage waits for: none when it is restored (not selected)
+    /// from what it persisted alone, e.g. a fact table read back.
+    private func awaitedInputs(of id: String) -> [String] {
+        if !plan.selected.contains(id), pipeline.stage(id)?.implementation.restoresWithoutInputs == true { return [] }
+        return plan.inputs[id, default: []]
     }
 
     private func schedule(_ info: RunInfo, sessions: SessionPool) async -> [String: StageReport] {
@@ -136,7 +143,7 @@ public final class PipelineExecutor: Sendable {
             var running = 0
             func launchReady() {
                 for id in plan.order where needed.contains(id) && !started.contains(id) && running < jobs {
-                    let inputs = plan.inputs[id, default: []]
+                    let inputs = awaitedInputs(of: id)
                     guard inputs.allSatisfy({ reports[$0] != nil }) else { continue }
                     guard let stage = pipeline.stage(id) else { continue }
                     started.insert(id)

@@ -98,15 +98,15 @@ enum RefreshPlanner {
         guard let since = relevant.min(by: { $0.committedAt < $1.committedAt }) else {
             return .full(reason: "no stage writes to the warehouse")
         }
-        // A run that failed or was killed between two writes left tables of
-        // different runs. Redoing only the changes since the oldest state is
+        // A run that failed or was killed between two writes, or ran only
+        // some stages (--select), left tables of different runs. Redoing only the changes since the oldest state is
         // not enough: a rollup's cells that the newer fact write moved rows
         // out of are no longer visible in its before-rows, and a newer state
         // may even be an earlier as_of (a half-finished --full-refresh).
         if let newer = relevant.first(where: { $0.runID != since.runID }),
            let lagging = writers.first(where: { states[$0]?.runID == since.runID }),
            let ahead = writers.first(where: { states[$0]?.runID == newer.runID }) {
-            return .full(reason: "the last run did not commit every write: stage '\(lagging)' is at run \(since.shortRunID) and stage '\(ahead)' at run \(newer.shortRunID)")
+            return .full(reason: "the writing stages are at different runs: stage '\(lagging)' at run \(since.shortRunID), stage '\(ahead)' at run \(newer.shortRunID) (a run failed or was stopped between its writes, or ran with --select)")
         }
         if let changed = fingerprint.difference(from: since.fingerprint) { return .full(reason: changed) }
         for (id, watermark) in watermarks.sorted(by: { $0.key < $1.key }) {

@@ -17,6 +17,10 @@ public final class LineageLog: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let url = URL(fileURLWithPath: path)
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw LineageLogUnusable(path: path, reason: "it is a directory; give the path of a file")
+        }
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !FileManager.default.fileExists(atPath: path) {
             _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
@@ -86,4 +90,11 @@ public final class LineageLog: @unchecked Sendable {
             return lastHash
         }
     }
+}
+
+/// The lineage log cannot be opened for appending.
+public struct LineageLogUnusable: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "cannot use \(path) as the lineage log: \(reason)" }
 }

@@ -42,9 +42,9 @@ public struct LineageVerifier {
             if recorded == nil {
                 problems.append("line \(number): no chain hash (not written by the runner, or edited)")
             } else if recorded != previous {
-                problems.append("line \(number): chain broken: it records previous hash \(recorded!.prefix(12))…, but "
-                                + (number == 1 ? "it is the first line" : "line \(number - 1) hashes to \(previous.prefix(12))…")
-                                + "; line \(number - 1) was edited, or lines before line \(number) were removed or reordered")
+                problems.append(number == 1
+                    ? "line 1: chain broken: it records previous hash \(recorded!.prefix(12))…, but it is the first line; lines before it were removed"
+                    : "line \(number): chain broken: it records previous hash \(recorded!.prefix(12))…, but line \(number - 1) hashes to \(previous.prefix(12))…; line \(number - 1) was edited, or lines before line \(number) were removed or reordered")
             }
             previous = LineageLog.sha256(line)
             hashes.insert(previous)

@@ -9,14 +9,15 @@ public struct ConnInfo: Sendable, Equatable {
 
     public init(_ raw: String) { self.raw = raw }
 
-    /// Parses with `PQconninfoParse`; returns libpq's complaint on failure.
+    /// Parses with `PQconninfoParse`; on failure, libpq's complaint with
+    /// every quoted part hidden.
     public func parsed() throws -> [String: String] {
         var errmsg: UnsafeMutablePointer<CChar>?
         guard let options = PQconninfoParse(raw, &errmsg) else {
             let message = errmsg.map { String(cString: $0) } ?? "invalid connection string"
             if let errmsg { PQfreemem(errmsg) }
             throw PGError(kind: .connection, message: "invalid connection string: "
-                + message.trimmingCharacters(in: .whitespacesAndNewlines))
+                + Self.hidingQuotes(message.trimmingCharacters(in: .whitespacesAndNewlines)))
         }
         defer { PQconninfoFree(options) }
         var result: [String: String] = [:]
@@ -28,6 +29,13 @@ public struct ConnInfo: Sendable, Equatable {
             cursor += 1
         }
         return result
+    }
+
+    /// libpq quotes the offending part of a string it cannot parse: the
+    /// whole URI, or a token that may be the password itself
+    /// (`invalid percent-encoded token: "p%zz..."`). Those parts are hidden.
+    static func hidingQuotes(_ message: String) -> String {
+        message.replacing(/"[^"]*"/, with: "\"…\"")
     }
 
     /// The target as `key=value` pairs without the password, for messages

@@ -48,6 +48,10 @@ public protocol Stage: Sendable {
     /// runs that skip this stage; nil when it cannot be had without running.
     func restore(_ context: StageContext) throws -> StageOutput?
 
+    /// Whether `restore` works without the stage's inputs (it reads only what
+    /// the stage persisted), so a `--select` run need not produce them.
+    var restoresWithoutInputs: Bool { get }
+
     /// The warehouse tables the stage writes. A writing stage commits the
     /// run's refresh state with its rows, and an incremental run needs the
     /// state of every writing stage.
@@ -56,6 +60,7 @@ public protocol Stage: Sendable {
 
 extension Stage {
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }
+    public var restoresWithoutInputs: Bool { false }
     public var tablesWritten: [String] { [] }
 }
 
