@@ -38,8 +38,8 @@ public struct PgExtract: WatermarkSource {
     public init(config: ConfigNode, build: StageBuild) throws {
         connection = try build.connection(config["connection"])
         table = config["table"]?.string
-        query = config["query"]?.string
-        predicate = config["where"]?.string
+        query = config["query"]?.string.map(Self.embeddable)
+        predicate = config["where"]?.string.map(Self.embeddable)
         batchRows = config["batch_rows"]?.int ?? 16_384
         streams = config["parallel"]?.int ?? 1
         if (table == nil) == (query == nil) {
@@ -64,6 +64,15 @@ public struct PgExtract: WatermarkSource {
         } else {
             tracking = nil
         }
+    }
+
+    /// SQL as written for psql, made safe to wrap: a trailing `;` would end
+    /// the statement early and a trailing `-- comment` would swallow the
+    /// rest of the line, so the former is dropped and a newline ends the latter.
+    static func embeddable(_ sql: String) -> String {
+        var text = Substring(sql)
+        while let last = text.last, last.isWhitespace || last == ";" { text = text.dropLast() }
+        return text + "\n"
     }
 
     /// The declared columns, quoted, in order.
@@ -169,7 +178,7 @@ public struct PgExtract: WatermarkSource {
             return .tracked(key: tracking.key, high: high, snapshot: snapshot)
         }
         let digest = try connection.query("""
-            SELECT encode(sha256(convert_to(coalesce(string_agg(q::text, E'\\n' ORDER BY q::text), ''), 'UTF8')), 'hex')
+            SELECT encode(sha256(convert_to(coalesce(string_agg(ROW(q.*)::text, E'\\n' ORDER BY ROW(q.*)::text), ''), 'UTF8')), 'hex')
             FROM (\(selectSQL)) AS q
             """).string(0, 0) ?? ""
         return .content(sha256: digest)

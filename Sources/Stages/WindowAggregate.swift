@@ -193,8 +193,14 @@ public struct WindowAggregate: Stage {
         case "count_distinct":
             return Measure(name: name, kind: .countDistinct(spec["count_distinct"]!.string!), filter: filter)
         case "sum":
+            let scale = spec["scale"]?.int ?? 0
+            // The result is written as numeric(12, scale).
+            guard scale <= 12 else {
+                build.error(at: spec["scale"]!, "measure '\(name)': scale \(scale) is above 12, the most a sum keeps")
+                return nil
+            }
             return Measure(name: name, kind: .sum(column: spec["sum"]!.string!, clampMin: spec["clamp_min"]?.int.map(Int64.init),
-                                                  divideBy: Int64(spec["divide_by"]?.int ?? 1), scale: spec["scale"]?.int ?? 0),
+                                                  divideBy: Int64(spec["divide_by"]?.int ?? 1), scale: scale),
                            filter: filter)
         case "count":
             return Measure(name: name, kind: .count, filter: filter)

@@ -35,6 +35,8 @@ struct GroupTable {
     /// End day per group and window; nil for an open-ended window.
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
+    private var sumsOverflowed = false
+    static let overflow = StageFailure.data("a sum of a window does not fit in 64 bits")
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
 
@@ -278,6 +280,9 @@ struct GroupTable {
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
+            for key in keys where !key.field.type.isInteger {
+                throw StageFailure.config("group_by column '\(key.field.name)' of \(what) must be an integer column, not \(key.field.type)")
+            }
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
             guard time.field.type == .timestamptz else {
                 throw StageFailure.config("events.time '\(stage.eventTime)' must be timestamptz, not \(time.field.type)")
@@ -293,6 +298,10 @@ struct GroupTable {
             }
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
+            }
+            // at_least and at_most are whole numbers, compared with the values as stored.
+            for filter in filters.compactMap({ $0 }) where !filter.field.type.canBeWritten(as: .bigint) {
+                throw StageFailure.config("where column '\(filter.field.name)' must be an integer column, not \(filter.field.type)")
             }
             // Pass 1: each event's cell (-1 when it counts nowhere): its group and
             // the window with the earliest end after its day. Windows share their
@@ -335,6 +344,8 @@ struct GroupTable {
                 cellOf.append(Int32(cell))
             }
             // Pass 2, one measure at a time: tight loops over plain arrays.
+            var overflowed = false
+            defer { sumsOverflowed = sumsOverflowed || overflowed }
             for m in 0..<measures where plan.op[m] != .none {
                 let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
@@ -363,11 +374,14 @@ struct GroupTable {
                     if op == .distinct {
                         distinct.insert(Int(amount), slot: cell * distinctCount + distinctOrdinal)
                     } else {
-                        sums[cell * measures + m] &+= amount
+                        let (total, overflow) = sums[cell * measures + m].addingReportingOverflow(amount)
+                        sums[cell * measures + m] = total
+                        overflowed = overflowed || overflow
                     }
                 }
             }
         }
+        if sumsOverflowed { throw Self.overflow }
         context.metrics.exclude("event_null_key", count: nullKeys)
         context.metrics.exclude("event_null_time", count: nullTimes)
         context.metrics.exclude("event_without_group", count: withoutGroup)
@@ -397,14 +411,22 @@ struct GroupTable {
                 // holding them: this window holds the cells of all windows ending no later.
                 let cells = ends.indices.filter { ends[$0].map { $0 <= end } ?? false }.map { group * windowCount + ($0 - ends.startIndex) }
                 for (m, measure) in stage.measures.enumerated() {
-                    let sum = cells.reduce(0) { $0 &+ sums[$1 * measureCount + m] }
+                    var sum: Int64 = 0
+                    for cell in cells {
+                        let (total, overflow) = sum.addingReportingOverflow(sums[cell * measureCount + m])
+                        guard !overflow else { throw Self.overflow }
+                        sum = total
+                    }
                     switch measure.kind {
                     case .countDistinct:
                         let ordinal = distinctMeasures.firstIndex(of: m)!
                         row.append(.int(Int64(distinct.countUnion(slots: cells.map { $0 * distinctMeasures.count + ordinal }))))
                     case .count: row.append(.int(sum))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
-                    case let .sum(_, _, divideBy, scale): row.append(.int(Rounding.divide(sum * Rounding.pow10(scale), by: divideBy)))
+                    case let .sum(_, _, divideBy, scale):
+                        let (scaled, overflow) = sum.multipliedReportingOverflow(by: Rounding.pow10(scale))
+                        guard !overflow else { throw Self.overflow }
+                        row.append(.int(Rounding.divide(scaled, by: divideBy)))
                     }
                 }
             }

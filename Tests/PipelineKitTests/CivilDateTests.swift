@@ -155,6 +155,19 @@ final class CivilDateTests: XCTestCase {
         XCTAssertEqual(localDay(&mapper, "1985-06-15T20:00:00Z"), "1985-06-16")
     }
 
+    func testATransitionOffTheQuarterHourMovesTheDayBoundaryAtTheExactInstant() {
+        // St. John's fell back at 00:01 local (02:31 UTC) until 2010: 02:35 UTC is 23:05 on the 6th again.
+        var stJohns = LocalDayMapper(zone: TimeZone(identifier: "America/St_Johns")!)
+        XCTAssertEqual(localDay(&stJohns, "2010-11-07T02:30:59Z"), "2010-11-07") // 00:00:59 NDT
+        XCTAssertEqual(localDay(&stJohns, "2010-11-07T02:35:00Z"), "2010-11-06") // 23:05 NST
+        XCTAssertEqual(localDay(&stJohns, "2010-11-07T03:30:00Z"), "2010-11-07") // 00:00 NST
+        // Kolkata went from local mean time (+5:53:20) to +5:21:10 at 18:06:40 UTC on 1869-12-31.
+        var kolkata = LocalDayMapper(zone: TimeZone(identifier: "Asia/Kolkata")!)
+        XCTAssertEqual(localDay(&kolkata, "1869-12-31T18:06:39Z"), "1869-12-31") // 23:59:59 LMT
+        XCTAssertEqual(localDay(&kolkata, "1869-12-31T18:06:41Z"), "1869-12-31") // 23:27:51; the old offset would say 00:00:01
+        XCTAssertEqual(localDay(&kolkata, "1869-12-31T18:10:00Z"), "1869-12-31") // 23:31:10
+    }
+
     func testNewYorkDayBoundaryMovesWithDaylightSavingTime() {
         var mapper = LocalDayMapper(zone: TimeZone(identifier: "America/New_York")!)
         // 2020-03-08: clocks go from 02:00 EST to 03:00 EDT at 07:00 UTC.

@@ -633,4 +633,53 @@ final class WindowAggregateTests: XCTestCase {
         XCTAssertEqual(expected.cell(u2, "month1_completed_minutes"), .int(75))
         XCTAssertEqual(expected.cell(u2, "month3_completed_minutes"), .null, "month3 ends Apr 1, after as_of")
     }
+
+    // MARK: unusual inputs fail clearly
+
+    /// One group `g` anchored at `t`, a month-1 window, and `measures` over events (g, t, v).
+    private func runSmall(measures: String, eventFields: [Field], events: [[Value]]) throws -> Batch {
+        let yaml = """
+            group_by: [g]
+            anchor: {from: a, earliest: t}
+            timezone: UTC
+            as_of: 2030-01-01
+            dates: {m1: {months: 1}}
+            events: {from: e, time: t}
+            windows: {month1: {end: m1}}
+            measures:
+            \(measures)
+            """
+        let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
+        return try F.rows(of: try stage.run(F.context(stageID: "w", inputs: [
+            "a": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [[.int(1), .int(F.micros(2020, 1, 1, 12))]]),
+            "e": F.relation(eventFields, events)])))
+    }
+
+    func testASumBeyond64BitsIsADataErrorNotAWrongNumberOrACrash() throws {
+        let fields = [Field("g", .bigint), Field("t", .timestamptz), Field("v", .bigint)]
+        let wrapping = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(Int64.max)], [.int(1), .int(F.micros(2020, 1, 3)), .int(1)]]
+        let scaled = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(100_000_000_000_000_000)]]
+        for (measure, events) in [("  s: {sum: v}", wrapping), ("  s: {sum: v, divide_by: 60, scale: 2}", scaled)] {
+            XCTAssertThrowsError(try runSmall(measures: measure, eventFields: fields, events: events), measure) { error in
+                guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, "a sum of a window does not fit in 64 bits")
+            }
+        }
+    }
+
+    func testAWhereOnANonIntegerColumnOrATextEventKeyIsAConfigurationError() throws {
+        let cases: [(String, [Field], [Value], String)] = [
+            ("  n:\n    count: true\n    where: {column: x, at_least: 1}",
+             [Field("g", .bigint), Field("t", .timestamptz), Field("x", .double)], [.int(1), .int(F.micros(2020, 1, 2)), .double(5)],
+             "where column 'x' must be an integer column, not double precision"),
+            ("  n: {count: true}", [Field("g", .text), Field("t", .timestamptz)], [.text("1"), .int(F.micros(2020, 1, 2))],
+             "group_by column 'g' of events input 'e' must be an integer column, not text"),
+        ]
+        for (measures, fields, event, expected) in cases {
+            XCTAssertThrowsError(try runSmall(measures: measures, eventFields: fields, events: [event])) { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, expected)
+            }
+        }
+    }
 }

@@ -227,8 +227,9 @@ struct ByteReader {
         return String(decoding: UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + length)]), as: UTF8.self)
     }
 
-    /// PostgreSQL's binary numeric (base-10000 digits) as an integer scaled by 10^scale,
-    /// truncating digits beyond the scale.
+    /// PostgreSQL's binary numeric (base-10000 digits) as an integer scaled by
+    /// 10^scale; digits beyond the scale are rounded half away from zero, as
+    /// PostgreSQL's own cast to numeric(p, scale) does. nil when out of range.
     mutating func numeric(scale: Int, length: Int) -> Int64? {
         let end = offset + length
         defer { offset = end }
@@ -236,6 +237,7 @@ struct ByteReader {
         _ = int16()
         guard sign == 0 || sign == 0x4000 else { return nil }
         var value: Int64 = 0
+        var firstDropped: Int64?  // the first decimal digit beyond the scale
         for position in 0..<digitCount {
             let digit = Int64(int16())
             let exponent = 4 * (weight - position) + scale
@@ -243,10 +245,22 @@ struct ByteReader {
                 guard exponent <= 18 else { return nil }
                 let (product, overflow) = digit.multipliedReportingOverflow(by: pow10(exponent))
                 guard !overflow else { return nil }
-                value += product
+                let (sum, carry) = value.addingReportingOverflow(product)
+                guard !carry else { return nil }
+                value = sum
             } else if exponent > -4 {
-                value += digit / pow10(-exponent)
+                let cut = pow10(-exponent)
+                value += digit / cut
+                if firstDropped == nil { firstDropped = digit % cut / (cut / 10) }
+            } else if firstDropped == nil {
+                // A whole group beyond the scale: it holds the first dropped place only when it starts there.
+                firstDropped = exponent == -4 ? digit / 1000 : 0
             }
+        }
+        if let firstDropped, firstDropped >= 5 {
+            let (rounded, overflow) = value.addingReportingOverflow(1)
+            guard !overflow else { return nil }
+            value = rounded
         }
         return sign == 0x4000 ? -value : value
     }

@@ -43,7 +43,8 @@ public struct ConnInfo: Sendable, Equatable {
     /// because the raw string could contain a password.
     public var redacted: String {
         guard let options = try? parsed() else { return "<unparseable connection string>" }
-        return options.filter { $0.key != "password" }
+        // password and sslpassword (the client key's passphrase)
+        return options.filter { !$0.key.contains("password") }
             .sorted { $0.key < $1.key }
             .map { "\($0.key)=\($0.value)" }
             .joined(separator: " ")

@@ -11,15 +11,19 @@ public final class PGConnection: @unchecked Sendable {
     public let target: String
 
     /// Opens a connection. `application_name` is set so that a DBA sees in
-    /// `pg_stat_activity` which pipeline and stage a session belongs to; every
-    /// other setting (host, port, user, password, `.pgpass`, `PG*` variables,
-    /// sslmode...) is left to libpq exactly as psql would resolve it.
+    /// `pg_stat_activity` which pipeline and stage a session belongs to, and
+    /// the client encoding is UTF-8; every other setting (host, port, user,
+    /// password, `.pgpass`, `PG*` variables, sslmode...) is left to libpq
+    /// exactly as psql would resolve it.
     public init(_ info: ConnInfo, applicationName: String, connectTimeout: Int = 10) throws {
         target = info.redacted
-        _ = try info.parsed()
-        var keys = ["dbname", "application_name"]
-        var values = [info.raw, applicationName]
-        if !(info.raw.contains("connect_timeout")) {
+        let options = try info.parsed()
+        // Text is decoded and encoded as UTF-8 whatever the database's encoding:
+        // the server converts, as it does for psql in a UTF-8 locale.
+        var keys = ["dbname", "application_name", "client_encoding"]
+        var values = [info.raw, applicationName, "UTF8"]
+        // A timeout the user chose, in the string or in PGCONNECT_TIMEOUT, stands.
+        if (options["connect_timeout"] ?? "").isEmpty && ProcessInfo.processInfo.environment["PGCONNECT_TIMEOUT"] == nil {
             keys.append("connect_timeout")
             values.append(String(connectTimeout))
         }

@@ -28,16 +28,21 @@ public enum PGTime {
 
 /// Maps instants to local calendar days in one time zone.
 ///
-/// Offsets are looked up once per quarter hour of UTC time (every zone's
-/// transitions fall on quarter hours) and kept in a flat table, so a call
-/// costs two divisions by constants and an array read; a per-row Foundation
-/// calendar call would dominate an aggregation over millions of rows.
+/// Offsets are looked up once per quarter hour of UTC time and kept in a
+/// flat table, so a call costs two divisions by constants and an array read;
+/// a per-row Foundation calendar call would dominate an aggregation over
+/// millions of rows. Most transitions fall on a quarter hour, but not all
+/// (St. John's changed clocks at 00:01 local for years, and local mean times
+/// have offsets in seconds): a quarter hour with a transition inside it is
+/// marked, and its instants are asked of Foundation one by one.
 public struct LocalDayMapper {
     private let zone: TimeZone
     private var offsets: [Int64] = []
     private var firstBucket: Int64 = 0
     private static let bucketMicros: Int64 = 15 * 60 * 1_000_000
     private static let unknown = Int64.min
+    /// The offset changes within this quarter hour.
+    private static let mixed = Int64.min + 1
     /// The table covers about 40 years of quarter hours at most; beyond, Foundation is asked directly.
     private static let maxBuckets = 40 * 366 * 96
 
@@ -51,7 +56,9 @@ public struct LocalDayMapper {
         if micros == PGTime.minusInfinity { return .min }
         var bucket = micros / Self.bucketMicros
         if micros % Self.bucketMicros < 0 { bucket -= 1 }
-        let local = micros + offset(bucket: bucket)
+        var offset = offset(bucket: bucket)
+        if offset == Self.mixed { offset = exactOffset(micros: micros) }
+        let local = micros + offset
         var day = local / PGTime.microsPerDay
         if local % PGTime.microsPerDay < 0 { day -= 1 }
         return day
@@ -67,8 +74,13 @@ public struct LocalDayMapper {
         return slowOffset(bucket: bucket)
     }
 
+    private func exactOffset(micros: Int64) -> Int64 {
+        Int64(zone.secondsFromGMT(for: PGTime.date(micros: micros))) * 1_000_000
+    }
+
     private mutating func slowOffset(bucket: Int64) -> Int64 {
-        let value = Int64(zone.secondsFromGMT(for: PGTime.date(micros: bucket * Self.bucketMicros))) * 1_000_000
+        let start = exactOffset(micros: bucket * Self.bucketMicros)
+        let value = start == exactOffset(micros: (bucket + 1) * Self.bucketMicros - 1) ? start : Self.mixed
         if offsets.isEmpty {
             firstBucket = bucket - 366 * 96
             offsets = [Int64](repeating: Self.unknown, count: 2 * 366 * 96)
