@@ -36,6 +36,7 @@ struct GroupTable {
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
     private var sumsOverflowed = false
+    private var eventsSeen: Int64 = 0
     static let overflow = StageFailure.data("a sum of a window does not fit in 64 bits")
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
@@ -345,12 +346,19 @@ struct GroupTable {
             }
             // Pass 2, one measure at a time: tight loops over plain arrays.
             var overflowed = false
-            defer { sumsOverflowed = sumsOverflowed || overflowed }
+            defer {
+                sumsOverflowed = sumsOverflowed || overflowed
+                eventsSeen += Int64(count)
+            }
             for m in 0..<measures where plan.op[m] != .none {
                 let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
                 let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
                 let op = plan.op[m], clampMin = plan.clampMin[m]
+                // Sums of 32-bit values over fewer than 2^31 events cannot
+                // overflow: those skip the check in the hot loop.
+                let narrow = sources[m].map { [.smallint, .int, .bool].contains($0.field.type) } ?? true
+                let checked = !narrow || eventsSeen + Int64(count) >= Int64(Int32.max)
                 let distinctOrdinal = plan.distinctOrdinal[m], distinctCount = plan.distinctCount
                 for row in 0..<count {
                     let cell = Int(cellOf[row])
@@ -374,9 +382,13 @@ struct GroupTable {
                     if op == .distinct {
                         distinct.insert(Int(amount), slot: cell * distinctCount + distinctOrdinal)
                     } else {
-                        let (total, overflow) = sums[cell * measures + m].addingReportingOverflow(amount)
-                        sums[cell * measures + m] = total
-                        overflowed = overflowed || overflow
+                        if checked {
+                            let (total, overflow) = sums[cell * measures + m].addingReportingOverflow(amount)
+                            sums[cell * measures + m] = total
+                            overflowed = overflowed || overflow
+                        } else {
+                            sums[cell * measures + m] &+= amount
+                        }
                     }
                 }
             }
