@@ -4,11 +4,17 @@ import Logging
 enum LogSetup {
     /// Text logs go to stderr through swift-log's stream handler; JSON logs are one object per line.
     static func logger(format: LogFormat) -> Logger {
-        Logger(label: "runner") { label in
+        let requested = ProcessInfo.processInfo.environment["RUNNER_LOG_LEVEL"]
+        let level = requested.flatMap { Logger.Level(rawValue: $0.lowercased()) }
+        var logger = Logger(label: "runner") { label in
             var handler: LogHandler = format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["RUNNER_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            handler.logLevel = level ?? .info
             return handler
         }
+        if let requested, level == nil {
+            logger.warning("RUNNER_LOG_LEVEL '\(requested)' is not a level; logging at info. Use one of: \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return logger
     }
 }
 

@@ -319,7 +319,8 @@ final class FaultTests: XCTestCase {
                 let cells = row.split(separator: " ", omittingEmptySubsequences: true)
                 XCTAssertEqual(cells[2], "failed", row)
                 XCTAssertEqual(cells[3], "3", "\(stage) should have used all 3 attempts: \(row)")
-                XCTAssertTrue(rows.contains { $0.hasPrefix("\(stage): failed: could not connect") && $0.contains("127.0.0.1") }, outcome.stdout)
+                XCTAssertTrue(rows.contains { $0.hasPrefix("\(stage): failed: could not connect with connection 'warehouse': ") && $0.contains("127.0.0.1") },
+                              outcome.stdout)
                 // Two retries: ≥ 0.2 s·0.8 + 0.4 s·0.8 of backoff with ±20% jitter.
                 let seconds = Double(cells.last!.dropLast()) ?? 0
                 XCTAssertGreaterThanOrEqual(seconds, 0.45, "\(stage) retried without backing off: \(row)")
