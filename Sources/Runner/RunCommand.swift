@@ -41,13 +41,8 @@ extension Runner {
             let log: LineageLog
             do {
                 log = try LineageLog(path: URL(fileURLWithPath: lineageLog).standardizedFileURL.path)
-            } catch let error as LineageLogUnusable {
-                printError("error: \(error)")
-                throw ExitCode(ExitCode32.failed)
             } catch {
-                // Foundation's file errors print as a dump; their POSIX reason is what helps.
-                let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) }
-                printError("error: cannot open the lineage log \(lineageLog): \(reason ?? "\(error)")")
+                printError("error: \(error)")
                 throw ExitCode(ExitCode32.failed)
             }
             let options = RunOptions(jobs: jobs, selectors: selectors, fullRefresh: fullRefresh, waitForLock: wait,

@@ -35,8 +35,6 @@ struct GroupTable {
     /// End day per group and window; nil for an open-ended window.
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
-    private var sumsOverflowed = false
-    private var eventsSeen: Int64 = 0
     static let overflow = StageFailure.data("a sum of a window does not fit in 64 bits")
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
@@ -278,6 +276,7 @@ struct GroupTable {
         let lookupIndex = index  // a local copy: the event loop reads it without going through self
         var cellOf: [Int32] = []
         var dense = DenseIndexer()
+        var overflowed = false, eventsSeen: Int64 = 0
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
@@ -301,7 +300,7 @@ struct GroupTable {
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
             }
             // at_least and at_most are whole numbers, compared with the values as stored.
-            for filter in filters.compactMap({ $0 }) where !filter.field.type.canBeWritten(as: .bigint) {
+            for filter in filters.compactMap({ $0 }) where !(filter.field.type.isExactNumber && filter.field.type.scale == 0) {
                 throw StageFailure.config("where column '\(filter.field.name)' must be an integer column, not \(filter.field.type)")
             }
             // Pass 1: each event's cell (-1 when it counts nowhere): its group and
@@ -345,11 +344,7 @@ struct GroupTable {
                 cellOf.append(Int32(cell))
             }
             // Pass 2, one measure at a time: tight loops over plain arrays.
-            var overflowed = false
-            defer {
-                sumsOverflowed = sumsOverflowed || overflowed
-                eventsSeen += Int64(count)
-            }
+            defer { eventsSeen += Int64(count) }
             for m in 0..<measures where plan.op[m] != .none {
                 let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
@@ -393,7 +388,7 @@ struct GroupTable {
                 }
             }
         }
-        if sumsOverflowed { throw Self.overflow }
+        if overflowed { throw Self.overflow }
         context.metrics.exclude("event_null_key", count: nullKeys)
         context.metrics.exclude("event_null_time", count: nullTimes)
         context.metrics.exclude("event_without_group", count: withoutGroup)

@@ -47,6 +47,16 @@ final class MetricRollupTests: XCTestCase {
         write: {connection: warehouse, table: dw.levels, key: [program_id]}
         """
 
+    /// A rollup counting users by `dimensions` (YAML flow mapping contents), keyed by `key`.
+    static func countYAML(dimensions: String, key: String) -> String {
+        """
+        from: userprogram
+        dimensions: {\(dimensions)}
+        metrics: {users: {count: true}}
+        write: {connection: warehouse, table: dw.t, key: [\(key)]}
+        """
+    }
+
     func make(_ yaml: String, file: StaticString = #filePath, line: UInt = #line) throws -> MetricRollup {
         try F.make(MetricRollup.self, "engagement_metric", yaml: yaml, inputs: ["userprogram": .relation],
                    connections: ["warehouse": false], file: file, line: line)
@@ -191,12 +201,7 @@ final class MetricRollupTests: XCTestCase {
     }
 
     func testTruncateNeedsADateColumn() throws {
-        let yaml = """
-            from: userprogram
-            dimensions: {cohort: {column: program_id, truncate: year}}
-            metrics: {users: {count: true}}
-            write: {connection: warehouse, table: dw.t, key: [cohort]}
-            """
+        let yaml = Self.countYAML(dimensions: "cohort: {column: program_id, truncate: year}", key: "cohort")
         let stage = try make(yaml)
         XCTAssertThrowsError(try stage.rollup(F.batch([Field("program_id", .int)], [[.int(1)]]))) { error in
             guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
@@ -205,12 +210,7 @@ final class MetricRollupTests: XCTestCase {
     }
 
     func testTruncateToYear() throws {
-        let yaml = """
-            from: userprogram
-            dimensions: {cohort_year: {column: start_date, truncate: year}}
-            metrics: {users: {count: true}}
-            write: {connection: warehouse, table: dw.t, key: [cohort_year]}
-            """
+        let yaml = Self.countYAML(dimensions: "cohort_year: {column: start_date, truncate: year}", key: "cohort_year")
         let stage = try make(yaml)
         let output = try stage.rollup(F.batch([Field("start_date", .date)],
                                               [[.int(F.day(2020, 12, 31))], [.int(F.day(2020, 1, 1))], [.int(F.day(1999, 6, 15))], [.null]]))
@@ -220,12 +220,7 @@ final class MetricRollupTests: XCTestCase {
     }
 
     func testTwoDimensionsTruncatingOneDateDifferentlyEachKeepTheirOwn() throws {
-        let yaml = """
-            from: userprogram
-            dimensions: {cohort_month: {column: start_date, truncate: month}, cohort_year: {column: start_date, truncate: year}}
-            metrics: {users: {count: true}}
-            write: {connection: warehouse, table: dw.t, key: [cohort_month, cohort_year]}
-            """
+        let yaml = Self.countYAML(dimensions: "cohort_month: {column: start_date, truncate: month}, cohort_year: {column: start_date, truncate: year}", key: "cohort_month, cohort_year")
         let output = try make(yaml).rollup(F.batch([Field("start_date", .date)], [[.int(F.day(2020, 6, 15))], [.int(F.day(2020, 6, 15))]]))
         XCTAssertEqual((0..<output.count).map(output.row), [[.int(F.day(2020, 6, 1)), .int(F.day(2020, 1, 1)), .int(2)]])
     }
@@ -307,12 +302,7 @@ final class MetricRollupTests: XCTestCase {
     }
 
     func testInfiniteDatesStayInfiniteWhenTruncated() throws {
-        let yaml = """
-            from: userprogram
-            dimensions: {cohort_month: {column: start_date, truncate: month}}
-            metrics: {users: {count: true}}
-            write: {connection: warehouse, table: dw.t, key: [cohort_month]}
-            """
+        let yaml = Self.countYAML(dimensions: "cohort_month: {column: start_date, truncate: month}", key: "cohort_month")
         let output = try make(yaml).rollup(F.batch([Field("start_date", .date)],
                                                    [[.int(PGTime.infiniteDate)], [.int(PGTime.minusInfiniteDate)], [.int(F.day(2020, 6, 15))]]))
         XCTAssertEqual((0..<output.count).map(output.row), [
@@ -321,12 +311,7 @@ final class MetricRollupTests: XCTestCase {
     }
 
     func testTextThatDiffersOnlyInUnicodeNormalisationStaysInTwoCellsAsInSQL() throws {
-        let yaml = """
-            from: userprogram
-            dimensions: {name: name}
-            metrics: {users: {count: true}}
-            write: {connection: warehouse, table: dw.t, key: [name]}
-            """
+        let yaml = Self.countYAML(dimensions: "name: name", key: "name")
         // "café" with a precomposed é, and with an e and a combining accent: equal to Swift's String, not to PostgreSQL.
         let output = try make(yaml).rollup(F.batch([Field("name", .text)], [[.text("caf\u{E9}")], [.text("cafe\u{301}")]]))
         XCTAssertEqual(output.count, 2)

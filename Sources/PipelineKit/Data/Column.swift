@@ -115,8 +115,6 @@ public enum Value: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension Value {
-    /// An order for choosing between rows (first/last, tie breaks): values of
-    /// one kind in their natural order, NULL last.
     /// Equal as PostgreSQL compares text for equality: byte for byte. Swift's
     /// String equality would also join canonically equivalent spellings
     /// ("é" as one code point or as "e" and an accent), which SQL keeps apart.
@@ -143,7 +141,9 @@ extension Value {
         }
     }
 
-    /// Orders text by bytes (PostgreSQL's "C" collation), consistent with `==`.
+    /// An order for choosing between rows (first/last, tie breaks): values of
+    /// one kind in their natural order, text by bytes (PostgreSQL's "C"
+    /// collation, consistent with `==`), NULL last.
     public static func sortsBefore(_ a: Value, _ b: Value) -> Bool {
         switch (a, b) {
         case let (.int(x), .int(y)): x < y

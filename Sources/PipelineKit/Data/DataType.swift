@@ -63,7 +63,10 @@ public enum DataType: Sendable, Hashable, CustomStringConvertible {
     public var isInteger: Bool { self == .smallint || self == .int || self == .bigint }
 
     /// An integer or a numeric: a number held exactly, as a scaled Int64.
-    public var isExactNumber: Bool { canBeWritten(as: .numeric(precision: 18, scale: scale)) }
+    public var isExactNumber: Bool {
+        if case .numeric = self { return true }
+        return isInteger
+    }
 
     /// Decimal digits after the point: a numeric's scale, 0 for everything else.
     public var scale: Int {

@@ -43,14 +43,7 @@ public struct ConnectionProvider: Sendable {
         if let reused {
             connection = reused
         } else {
-            do {
-                connection = try PGConnection(definition.info, applicationName: applicationName)
-            } catch var error as PGError where error.kind == .connection {
-                // libpq names the host and socket; the pipeline file names the connection.
-                error.message = "could not connect with connection '\(name)'" + (error.message.hasPrefix("could not connect")
-                    ? error.message.dropFirst("could not connect".count) : ": " + error.message)
-                throw error
-            }
+            connection = try PGConnection(definition.info, applicationName: applicationName, name: name)
             if definition.readOnly {
                 try connection.execute("SET default_transaction_read_only = on")
             }

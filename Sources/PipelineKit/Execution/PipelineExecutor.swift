@@ -191,7 +191,6 @@ public final class PipelineExecutor: Sendable {
         let observers = self.observers
         let begin = Date()
         var attempt = 0
-        var lastError: Error?
         while true {
             attempt += 1
             // Counters of their own per attempt: a reader a failed attempt left
@@ -227,33 +226,23 @@ public final class PipelineExecutor: Sendable {
                 observers.forEach { $0.stageFinished(info, report: report) }
                 return (report, output)
             } catch {
-                lastError = error
-                if cancellation.isCancelled || error is RunAborted {
-                    let report = makeReport(stage, status: .aborted, attempts: attempt, metrics: metrics, begin: begin,
-                                            error: cancellation.abort ?? error)
-                    observers.forEach { $0.stageFinished(info, report: report) }
-                    return (report, nil)
-                }
-                let transient = RetryPolicy.isTransient(error)
-                if transient && attempt < stage.retry.maxAttempts {
+                func aborted() -> Bool { cancellation.isCancelled || error is RunAborted }
+                if !aborted(), RetryPolicy.isTransient(error), attempt < stage.retry.maxAttempts {
                     let delay = stage.retry.delay(afterAttempt: attempt, unit: options.random())
                     logger.warning("transient failure; retrying", metadata: [
                         "attempt": .stringConvertible(attempt), "delay_seconds": .string(String(format: "%.2f", delay)),
                         "error": .string(String(describing: error))])
                     observers.forEach { $0.stageRetrying(info, stage: stage, attempt: attempt, error: error, delay: delay) }
                     await backoff(delay)
-                    if let abort = cancellation.abort {
-                        // Aborted during the wait: no further attempt.
-                        let report = makeReport(stage, status: .aborted, attempts: attempt, metrics: metrics,
-                                                begin: begin, error: abort)
-                        observers.forEach { $0.stageFinished(info, report: report) }
-                        return (report, nil)
-                    }
-                    continue
+                    // An abort during the wait ends the stage without another attempt.
+                    if !aborted() { continue }
                 }
-                let report = makeReport(stage, status: .failed, attempts: attempt, metrics: metrics, begin: begin, error: lastError)
-                logger.error("stage failed", metadata: ["attempts": .stringConvertible(attempt),
-                                                        "error": .string(String(describing: error))])
+                let report = makeReport(stage, status: aborted() ? .aborted : .failed, attempts: attempt, metrics: metrics,
+                                        begin: begin, error: cancellation.abort ?? error)
+                if report.status == .failed {
+                    logger.error("stage failed", metadata: ["attempts": .stringConvertible(attempt),
+                                                            "error": .string(String(describing: error))])
+                }
                 observers.forEach { $0.stageFinished(info, report: report) }
                 return (report, nil)
             }

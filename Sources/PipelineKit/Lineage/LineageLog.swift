@@ -21,15 +21,21 @@ public final class LineageLog: @unchecked Sendable {
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw LineageLogUnusable(path: path, reason: "it is a directory; give the path of a file")
         }
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        if !FileManager.default.fileExists(atPath: path) {
-            _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
+        do {
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: path) {
+                _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
+            }
+            let (hash, endsWithNewline) = try Self.tail(of: url)
+            lastHash = hash
+            handle = try FileHandle(forWritingTo: url)
+            try handle.seekToEnd()
+            if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
+        } catch {
+            // Foundation's file errors print as a dump; their POSIX reason is what helps.
+            let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) }
+            throw LineageLogUnusable(path: path, reason: reason ?? "\(error)")
         }
-        let (hash, endsWithNewline) = try Self.tail(of: url)
-        lastHash = hash
-        handle = try FileHandle(forWritingTo: url)
-        try handle.seekToEnd()
-        if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
     }
 
     /// The hash of the last complete event and whether the file ends a line.

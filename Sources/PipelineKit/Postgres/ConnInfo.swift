@@ -43,8 +43,13 @@ public struct ConnInfo: Sendable, Equatable {
     /// because the raw string could contain a password.
     public var redacted: String {
         guard let options = try? parsed() else { return "<unparseable connection string>" }
-        // password and sslpassword (the client key's passphrase)
-        return options.filter { !$0.key.contains("password") }
+        return Self.redacted(options)
+    }
+
+    /// Parsed options as `key=value` pairs without password and sslpassword
+    /// (the client key's passphrase).
+    static func redacted(_ options: [String: String]) -> String {
+        options.filter { !$0.key.contains("password") }
             .sorted { $0.key < $1.key }
             .map { "\($0.key)=\($0.value)" }
             .joined(separator: " ")

@@ -15,9 +15,10 @@ public final class PGConnection: @unchecked Sendable {
     /// the client encoding is UTF-8; every other setting (host, port, user,
     /// password, `.pgpass`, `PG*` variables, sslmode...) is left to libpq
     /// exactly as psql would resolve it.
-    public init(_ info: ConnInfo, applicationName: String, connectTimeout: Int = 10) throws {
-        target = info.redacted
+    /// `name` is the pipeline's name for the connection, for error messages.
+    public init(_ info: ConnInfo, applicationName: String, name: String? = nil, connectTimeout: Int = 10) throws {
         let options = try info.parsed()
+        target = ConnInfo.redacted(options)
         // Text is decoded and encoded as UTF-8 whatever the database's encoding:
         // the server converts, as it does for psql in a UTF-8 locale.
         var keys = ["dbname", "application_name", "client_encoding"]
@@ -39,7 +40,8 @@ public final class PGConnection: @unchecked Sendable {
             let message = String(cString: PQerrorMessage(connection))
             PQfinish(connection)
             throw PGError(kind: .connection,
-                          message: "could not connect: " + message.trimmingCharacters(in: .whitespacesAndNewlines),
+                          message: "could not connect\(name.map { " with connection '\($0)'" } ?? ""): "
+                              + message.trimmingCharacters(in: .whitespacesAndNewlines),
                           hint: "check that the server is running and that the connection string, PG* variables and .pgpass are right",
                           target: target)
         }

@@ -194,28 +194,28 @@ public struct TableWriter: Sendable {
             if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
             try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
         }
+        // The merge's ON CONFLICT, and the duplicate check of a first load, need
+        // a unique index on exactly the key; asked in the same round trip.
+        let keyNames = "ARRAY[\(key.map(SQL.literal).joined(separator: ", "))]::text[]"
         let existing = try connection.query("""
-            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef FROM pg_attribute a
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef,
+                   EXISTS (SELECT 1 FROM pg_index i
+                           CROSS JOIN LATERAL (SELECT array_agg(k.attname::text) AS names FROM pg_attribute k
+                                               WHERE k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey)) keyed
+                           WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
+                             AND keyed.names @> \(keyNames) AND keyed.names <@ \(keyNames))
+            FROM pg_attribute a
             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quotedTable])
         let found = Dictionary(existing.rows.map { ($0[0] ?? "", $0[1] ?? "") }, uniquingKeysWith: { a, _ in a })
         var problems: [String] = []
+        if existing.rows.first?[3] != "t" {
+            problems.append("no primary key or unique index on exactly (\(key.joined(separator: ", ")))")
+        }
         // Writes name only the declared columns: another one that needs a value fails every insert.
         let declared = Set(columns.map(\.name) + Self.lineageColumns)
         for row in existing.rows where row[2] == "t" && !declared.contains(row[0] ?? "") {
             problems.append("column \(row[0] ?? "") is NOT NULL without a default but not declared")
-        }
-        // The merge's ON CONFLICT, and the duplicate check of a first load, need a unique index on exactly the key.
-        let keyNames = "ARRAY[\(key.map(SQL.literal).joined(separator: ", "))]::text[]"
-        let keyIndex = try connection.query("""
-            SELECT EXISTS (SELECT 1 FROM pg_index i
-                           CROSS JOIN LATERAL (SELECT array_agg(a.attname::text) AS names FROM pg_attribute a
-                                               WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)) k
-                           WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
-                             AND k.names @> \(keyNames) AND k.names <@ \(keyNames))
-            """, [quotedTable])
-        if keyIndex.string(0, 0) != "t" {
-            problems.append("no primary key or unique index on exactly (\(key.joined(separator: ", ")))")
         }
         for field in columns {
             guard let type = found[field.name] else {
