@@ -22,7 +22,7 @@ struct GroupKey: Hashable {
 struct GroupTable {
     let stage: WindowAggregate
     let anchor: Batch
-    /// Each group's key, in key order (a group is its position).
+    /// Each group's key (a group is its position), in key order unless `scheduleOnly`.
     private(set) var keys: [GroupKey] = []
     /// Key → group, for the event loop and for changes.
     private(set) var index = GroupIndex([])
@@ -67,37 +67,16 @@ struct GroupTable {
         guard anchor.columns[timePosition].field.type == .timestamptz else {
             throw StageFailure.config("anchor.earliest '\(stage.earliest)' must be timestamptz, not \(anchor.columns[timePosition].field.type)")
         }
-        let tiePosition = try stage.tieBreak.map { try anchor.require($0, in: what) }
+        let tieBreak = try stage.tieBreak.map { anchor.columns[try anchor.require($0, in: what)] }
         let times = anchor.columns[timePosition]
-        let keyColumns = keyPositions.map { anchor.columns[$0] }
-
-        // The anchor row of a group is its earliest row; ties go to the lowest tie_break.
-        var best: [GroupKey: Int] = [:]
-        best.reserveCapacity(keys?.count ?? anchor.count)
-        var nullKeys = 0, nullTimes = 0, infiniteTimes = 0
-        for row in 0..<anchor.count {
-            if keyColumns.contains(where: { $0.isNull(row) }) { nullKeys += 1; continue }
-            if times.isNull(row) { nullTimes += 1; continue }
-            // An infinite start has no calendar date to count windows from.
-            if PGTime.isInfinite(micros: times.ints[row]) { infiniteTimes += 1; continue }
-            let key = GroupKey(keyColumns, row: row)
-            if let keys, !keys.contains(key) { continue }
-            if let current = best[key] {
-                let (t, u) = (times.ints[row], times.ints[current])
-                let earlier = t < u || (t == u && tiePosition.map { anchor.columns[$0].value(at: row) } .map {
-                    Value.sortsBefore($0, anchor.columns[tiePosition!].value(at: current))
-                } ?? false)
-                if earlier { best[key] = row }
-            } else {
-                best[key] = row
-            }
-        }
+        let chosen = AnchorRows(keyColumns: keyPositions.map { anchor.columns[$0] }, times: times, tieBreak: tieBreak,
+                                count: anchor.count, only: keys, inKeyOrder: !scheduleOnly)
         if !scheduleOnly {
-            context.metrics.exclude("anchor_null_key", count: nullKeys)
-            context.metrics.exclude("anchor_null_time", count: nullTimes)
-            context.metrics.exclude("anchor_infinite_time", count: infiniteTimes)
+            context.metrics.exclude("anchor_null_key", count: chosen.nullKeys)
+            context.metrics.exclude("anchor_null_time", count: chosen.nullTimes)
+            context.metrics.exclude("anchor_infinite_time", count: chosen.infiniteTimes)
         }
-        let ordered = best.sorted { ($0.key.a, $0.key.b) < ($1.key.a, $1.key.b) }
+        let rows = chosen.rows
 
         // Attributes, dropping groups whose required lookups miss.
         var mapper = LocalDayMapper(zone: stage.timezone)
@@ -122,8 +101,8 @@ struct GroupTable {
         // One attribute at a time over all groups, so that each source is
         // unpacked once, not once per group.
         let width = sources.count
-        var values = [Value](repeating: .null, count: ordered.count * width)
-        var dropped = [Bool](repeating: false, count: ordered.count)
+        var values = [Value](repeating: .null, count: rows.count * width)
+        var dropped = [Bool](repeating: false, count: rows.count)
         for (a, source) in sources.enumerated() {
             var notFound = 0
             switch source {
@@ -131,12 +110,12 @@ struct GroupTable {
                 continue
             case .anchor(let position):
                 let column = anchor.columns[position]
-                for (g, (_, row)) in ordered.enumerated() { values[g * width + a] = column.value(at: row) }
+                for (g, row) in rows.enumerated() { values[g * width + a] = column.value(at: row) }
             case let .lookup(lookup, keyPositions, column, required)
                 where lookup.isKeyedByInt && keyPositions.count == 1 && anchor.columns[keyPositions[0]].field.type.storage == .int:
                 let keyColumn = anchor.columns[keyPositions[0]], taken = lookup.rows.columns[column]
                 let fallback = lookup.defaultRow?[column] ?? .null
-                for (g, (_, row)) in ordered.enumerated() {
+                for (g, row) in rows.enumerated() {
                     let first = keyColumn.isNull(row) ? nil : lookup.firstPosition(forInt: keyColumn.ints[row])
                     if required && first == nil { notFound += 1; dropped[g] = true }
                     values[g * width + a] = first.map { taken.value(at: $0) } ?? fallback
@@ -149,7 +128,7 @@ struct GroupTable {
                 // raw key is resolved once.
                 let normalizes = !lookup.normalization.steps.isEmpty
                 var resolved: [[Value]: Int?] = [:]
-                for (g, (_, row)) in ordered.enumerated() {
+                for (g, row) in rows.enumerated() {
                     let raw = keyPositions.map { anchor.columns[$0].value(at: row) }
                     let first: Int?
                     if normalizes, let known = resolved[raw] {
@@ -164,17 +143,21 @@ struct GroupTable {
             }
             if notFound > 0 { missing["\(stage.attributes[a].name)_not_found", default: 0] += notFound }
         }
-        let kept = dropped.lazy.filter { !$0 }.count
-        self.keys.reserveCapacity(kept)
-        anchorRow.reserveCapacity(kept)
-        startDay.reserveCapacity(kept)
-        attributeValues.reserveCapacity(kept * width)
-        for (g, (key, row)) in ordered.enumerated() where !dropped[g] {
-            self.keys.append(key)
-            anchorRow.append(row)
-            attributeValues.append(contentsOf: values[(g * width)..<((g + 1) * width)])
-            startDay.append(mapper.localDay(micros: times.ints[row]))
+        if dropped.contains(true) {
+            var kept = 0
+            for g in rows.indices where !dropped[g] {
+                for a in 0..<width { values[kept * width + a] = values[g * width + a] }
+                kept += 1
+            }
+            values.removeLast((rows.count - kept) * width)
+            self.keys = zip(chosen.keys, dropped).compactMap { $1 ? nil : $0 }
+            anchorRow = zip(rows, dropped).compactMap { $1 ? nil : $0 }
+        } else {
+            self.keys = chosen.keys
+            anchorRow = rows
         }
+        attributeValues = values
+        startDay = anchorRow.map { mapper.localDay(micros: times.ints[$0]) }
         for (rule, count) in missing { context.metrics.exclude(rule, count: count) }
         index = GroupIndex(self.keys)
         try computeDates()
@@ -184,12 +167,16 @@ struct GroupTable {
     }
 
     private mutating func computeDates() throws {
-        enum Rule { case months(Int), days(Int64), daysFrom(attribute: Int) }
+        // Groups share few start days: each day's month arithmetic is done once.
+        enum Rule { case months(shift: Int), days(Int64), daysFrom(attribute: Int) }
+        var shifts: [MonthShift] = []
         let rules: [Rule] = stage.dates.map { rule in
             switch rule.offset {
-            case .months(let months): .months(months)
-            case .days(let days): .days(Int64(days))
-            case .daysFrom(let attribute): .daysFrom(attribute: stage.attributes.firstIndex { $0.name == attribute }!)
+            case .months(let months):
+                shifts.append(MonthShift(months: months, days: startDay))
+                return .months(shift: shifts.count - 1)
+            case .days(let days): return .days(Int64(days))
+            case .daysFrom(let attribute): return .daysFrom(attribute: stage.attributes.firstIndex { $0.name == attribute }!)
             }
         }
         let attributes = stage.attributes.count
@@ -199,7 +186,7 @@ struct GroupTable {
             let day = startDay[group]
             for rule in rules {
                 switch rule {
-                case .months(let months): dateValues.append(CivilDate(pgDays: day).adding(months: months).pgDays)
+                case .months(let shift): dateValues.append(shifts[shift].shift(day))
                 case .days(let days): dateValues.append(day + days)
                 case .daysFrom(let position): dateValues.append(attributeValues[group * attributes + position].intValue.map { day + $0 })
                 }
@@ -440,6 +427,30 @@ struct GroupTable {
             batch.append(row: row)
         }
         return batch
+    }
+}
+
+/// A day plus a number of months (clamped to the month's end), remembered
+/// per day over the span of the days it is made for.
+struct MonthShift {
+    let months: Int
+    private let first: Int64
+    private var known: [Int64]
+    private static let unknown = Int64.min
+    private static let maxSpan: Int64 = 1 << 20
+
+    init(months: Int, days: [Int64]) {
+        self.months = months
+        let low = days.min() ?? 0, high = days.max() ?? 0
+        first = low
+        known = high - low < Self.maxSpan ? [Int64](repeating: Self.unknown, count: Int(high - low) + 1) : []
+    }
+
+    mutating func shift(_ day: Int64) -> Int64 {
+        let offset = day &- first
+        guard offset >= 0 && offset < Int64(known.count) else { return CivilDate(pgDays: day).adding(months: months).pgDays }
+        if known[Int(offset)] == Self.unknown { known[Int(offset)] = CivilDate(pgDays: day).adding(months: months).pgDays }
+        return known[Int(offset)]
     }
 }
 
