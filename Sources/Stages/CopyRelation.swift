@@ -13,6 +13,12 @@ struct CopyRelation: KeyRestrictable {
     let schema: [Field]
     let batchRows: Int
     var split: BlockSplit? = nil
+    /// The table the rows come from, locked (ACCESS SHARE) before the read's
+    /// snapshot is taken: TRUNCATE is not MVCC-safe, and a read whose snapshot
+    /// predates a TRUNCATE that commits before the read reaches the table
+    /// finds it empty, a state no transaction committed. nil for a query, or
+    /// a relation PostgreSQL cannot lock (a materialized or foreign table).
+    var lockTable: String? = nil
 
     /// A table read in `streams` block ranges: `SELECT columns FROM table WHERE predicate`.
     struct BlockSplit {
@@ -44,7 +50,7 @@ struct CopyRelation: KeyRestrictable {
     func filtered(_ predicate: String, columns: [Field]? = nil) -> CopyRelation {
         let list = columns.map { $0.map { "whole.\(SQL.ident($0.name))" }.joined(separator: ", ") } ?? "*"
         return CopyRelation(connection: connection, sql: "SELECT \(list) FROM (\(sql)) AS whole WHERE \(predicate)",
-                            schema: columns ?? schema, batchRows: batchRows)
+                            schema: columns ?? schema, batchRows: batchRows, lockTable: lockTable)
     }
 
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
@@ -61,6 +67,9 @@ struct CopyRelation: KeyRestrictable {
             // (No savepoint: a snapshot cannot be exported from a subtransaction.)
             let found: PGResult
             do {
+                // The lock comes first, so the snapshot follows any TRUNCATE, and
+                // no TRUNCATE can commit until every stream has read.
+                if let lockTable { try coordinator.execute("LOCK TABLE \(SQL.qualified(lockTable)) IN ACCESS SHARE MODE") }
                 found = try coordinator.query("""
                     SELECT pg_export_snapshot(), c.relkind IN ('r', 'm'),
                            pg_relation_size(c.oid) / current_setting('block_size')::bigint
@@ -99,7 +108,12 @@ struct CopyRelation: KeyRestrictable {
             let outcome = Result { () throws -> Void in
                 try session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 defer { _ = try? session.execute("ROLLBACK") }
-                if let snapshot { try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))") }
+                if let snapshot {
+                    try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))")
+                    if let lockTable { try Self.lockBesideCoordinator(lockTable, session) }
+                } else if let lockTable {
+                    try session.execute("LOCK TABLE \(SQL.qualified(lockTable)) IN ACCESS SHARE MODE")
+                }
                 try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
             }
             // A cancel request reaches the server on a connection of its own,
@@ -108,6 +122,18 @@ struct CopyRelation: KeyRestrictable {
             let cancelSent = active.release()
             try outcome.get()
             if cancelSent { throw CancelSent() }
+        }
+    }
+
+    /// A stream's lock on a table its coordinator already holds. Without
+    /// waiting: a TRUNCATE queued behind the coordinator would queue the
+    /// stream behind itself, and the three would wait for each other for
+    /// ever (pg_dump's workers do the same). The read is retried instead.
+    static func lockBesideCoordinator(_ table: String, _ session: PGConnection) throws {
+        do {
+            try session.execute("LOCK TABLE \(SQL.qualified(table)) IN ACCESS SHARE MODE NOWAIT")
+        } catch let error as PGError where error.sqlState == "55P03" {
+            throw StageFailure.transient("another session asked for an exclusive lock on \(table) (a TRUNCATE or ALTER TABLE?) while it was being read in parallel; the read is given up so that session can go ahead, and retried")
         }
     }
 

@@ -87,11 +87,16 @@ public struct PgExtract: WatermarkSource {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let dataset = try context.connections.with(connection) { connection -> DatasetUse in
+        let (dataset, lockable) = try context.connections.with(connection) { connection -> (DatasetUse, Bool) in
             // Even the type check runs read-only: a query with a data-modifying CTE must not write.
             try connection.execute("BEGIN READ ONLY")
             defer { _ = try? connection.execute("ROLLBACK") }
             let result = try connection.query(selectSQL + " LIMIT 0")
+            // Tables and views can be locked against a TRUNCATE; materialized and foreign tables cannot.
+            let lockable = try table.map { table in
+                try connection.query("SELECT relkind IN ('r', 'p', 'v') FROM pg_class WHERE oid = $1::regclass",
+                                     [SQL.qualified(table)]).string(0, 0) == "t"
+            } ?? false
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)
@@ -100,14 +105,18 @@ public struct PgExtract: WatermarkSource {
                 }
             }
             if !problems.isEmpty { throw StageFailure.config(problems.joined(separator: "; ")) }
-            return DatasetUse(
+            return (DatasetUse(
                 direction: .input,
                 namespace: "postgres://\(connection.resolvedHost):\(connection.resolvedPort)",
                 name: "\(connection.resolvedDatabase).\(datasetName)",
-                columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) }))
+                columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) })), lockable)
         }
         context.metrics.used(dataset)
-        var all = CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows)
+        let reading = { (sql: String) in
+            CopyRelation(connection: self.connection, sql: sql, schema: self.fields, batchRows: self.batchRows,
+                         lockTable: lockable ? self.table : nil)
+        }
+        var all = reading(selectSQL)
         if let table, streams > 1 {
             all.split = .init(table: table, columns: columnList,
                               predicate: predicate, streams: streams)
@@ -121,11 +130,11 @@ public struct PgExtract: WatermarkSource {
                 try connection.transaction(PGConnection.watermarkTransaction) { try currentWatermark(connection) }
             }
         }
-        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, id: context.stageID)))
+        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, id: context.stageID, reading: reading)))
     }
 
     /// The rows the last committed run did not take into account; nil on a full refresh.
-    private func changes(since previous: RefreshState?, id: String) throws -> (any Relation)? {
+    private func changes(since previous: RefreshState?, id: String, reading: (String) -> CopyRelation) throws -> (any Relation)? {
         guard let previous else { return nil }
         guard let tracking else {
             // Untracked extracts are compared whole before the run: reaching here means unchanged.
@@ -134,7 +143,7 @@ public struct PgExtract: WatermarkSource {
         guard case let .tracked(_, high, snapshot)? = previous.watermarks[id] else {
             throw StageFailure.config("no watermark for this extract in the last run's state; run with --full-refresh")
         }
-        guard let high else { return CopyRelation(connection: connection, sql: selectSQL, schema: fields, batchRows: batchRows) }
+        guard let high else { return reading(selectSQL) }
         guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
             throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
         }
@@ -154,8 +163,7 @@ public struct PgExtract: WatermarkSource {
         let late = "age(xmin) <= age(\(oldestOpen))"
         // One index range over the look-back and everything above it.
         let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
-        let sql = "SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? "")
-        return CopyRelation(connection: connection, sql: sql, schema: fields, batchRows: batchRows)
+        return reading("SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? ""))
     }
 
     public var isTracked: Bool { tracking != nil }

@@ -6,6 +6,8 @@ import XCTest
 /// `parallel: N` reads a table as N COPY streams over ranges of its blocks,
 /// in one shared snapshot: the same rows as one COPY, each exactly once.
 final class ParallelExtractTests: XCTestCase {
+    typealias F = UnitFixture
+
     private func pipeline(parallel: Int, where predicate: String) -> String {
         """
         pipeline: parallel
@@ -126,6 +128,120 @@ final class ParallelExtractTests: XCTestCase {
             XCTAssertTrue(message.contains("'parallel' divides a 'table' by its blocks"), message)
             XCTAssertTrue(message.contains(":13:"), "the line of 'parallel': \(message)")
         }
+    }
+
+    // MARK: TRUNCATE, which is not MVCC-safe
+
+    private func scanContext(_ source: String) -> ScanContext {
+        let definitions = ["source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)]
+        let cancellation = Cancellation()
+        return ScanContext(connections: ConnectionProvider(pipelineName: "parallel", stageID: "scan", definitions: definitions,
+                                                           cancellation: cancellation),
+                           cancellation: cancellation, metrics: StageMetrics())
+    }
+
+    /// The read of events by `streams` COPYs, as pgExtract sets it up for a table.
+    private func eventsRead(streams: Int) -> CopyRelation {
+        var relation = CopyRelation(connection: "source", sql: "SELECT \"id\" FROM \"public\".\"events\"",
+                                    schema: [Field("id", .bigint)], batchRows: 1_000, lockTable: "public.events")
+        if streams > 1 { relation.split = .init(table: "public.events", columns: "\"id\"", predicate: nil, streams: streams) }
+        return relation
+    }
+
+    /// Waits until a session of the runner waits for a lock on the source.
+    private func waitForLockWait(_ observer: PGConnection) throws {
+        for _ in 0..<200 {
+            let waiting = try observer.query("""
+                SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+                  AND application_name LIKE 'runner/%'
+                """).int(0, 0) ?? 0
+            if waiting > 0 { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        XCTFail("the read never waited for the lock")
+    }
+
+    /// A reload (TRUNCATE and INSERT in one transaction) that commits while
+    /// a read waits for the table: the read must see the reloaded rows. A
+    /// snapshot taken before the lock sees the new, empty file with none of
+    /// the new rows visible: an empty table, which no transaction committed.
+    private func assertAReloadCommittingDuringTheReadIsReadWhole(streams: Int) throws {
+        let source = try source(rows: 30_000)
+        let reload = try TestDatabase.connect(source)
+        try reload.execute("""
+            BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE; TRUNCATE events;
+            INSERT INTO events (v, note) SELECT g, 'reloaded' FROM generate_series(1, 20000) g;
+            """)
+        let relation = eventsRead(streams: streams), context = scanContext(source)
+        let read = Task.detached { () throws -> Int in
+            var rows = 0
+            try relation.scan(context) { rows += $0.count }
+            return rows
+        }
+        try waitForLockWait(try TestDatabase.connect(source))
+        try reload.execute("COMMIT")
+        let rows = try awaitResult(read)
+        XCTAssertEqual(rows, 20_000, "\(streams) stream(s) read \(rows) rows of a table that always held 30000 or 20000")
+    }
+
+    private func awaitResult<T: Sendable>(_ task: Task<T, Error>) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        Task { box.result = await task.result; done.signal() }
+        XCTAssertEqual(done.wait(timeout: .now() + 60), .success, "the read hung")
+        return try box.result!.get()
+    }
+
+    private final class ResultBox<T>: @unchecked Sendable { var result: Result<T, Error>? }
+
+    func testAReloadThatCommitsWhileOneCopyWaitsForTheTableIsReadWhole() throws {
+        try assertAReloadCommittingDuringTheReadIsReadWhole(streams: 1)
+    }
+
+    func testAReloadThatCommitsWhileParallelStreamsWaitForTheTableIsReadWhole() throws {
+        try assertAReloadCommittingDuringTheReadIsReadWhole(streams: 3)
+    }
+
+    func testAStreamGivesWayToATruncateQueuedBehindItsCoordinatorInsteadOfWaitingForEver() throws {
+        let source = try source(rows: 100)
+        // The coordinator holds ACCESS SHARE; a TRUNCATE queues behind it.
+        let coordinator = try TestDatabase.connect(source)
+        try coordinator.execute("BEGIN; LOCK TABLE events IN ACCESS SHARE MODE")
+        let truncate = Task.detached {
+            let session = try TestDatabase.connect(source)
+            try session.execute("SET application_name = 'runner/truncate'")
+            try session.execute("TRUNCATE events")
+        }
+        try waitForLockWait(try TestDatabase.connect(source))
+        let stream = try TestDatabase.connect(source)
+        try stream.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        XCTAssertThrowsError(try CopyRelation.lockBesideCoordinator("public.events", stream)) { error in
+            XCTAssertTrue(RetryPolicy.isTransient(error), "retried, not a failure: \(error)")
+            XCTAssertTrue(String(describing: error).contains("exclusive lock on public.events"), "\(error)")
+        }
+        try coordinator.execute("ROLLBACK")
+        _ = try awaitResult(truncate)
+    }
+
+    func testPgExtractLocksTablesAndViewsButNotMaterializedViewsOrQueries() throws {
+        let source = try source(rows: 10)
+        try TestDatabase.connect(source).execute("""
+            CREATE VIEW events_view AS SELECT * FROM events; CREATE MATERIALIZED VIEW events_copy AS SELECT * FROM events;
+            """)
+        func lockTable(_ from: String) throws -> String? {
+            let yaml = "connection: source\n\(from)\ncolumns: {id: bigint}"
+            let stage = try F.make(PgExtract.self, "events", yaml: yaml, inputs: [:], connections: ["source": true])
+            let context = F.context(stageID: "events", inputs: [:], connections: [
+                "source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)])
+            guard case .relation(let relation) = try stage.run(context), let copy = relation as? CopyRelation else {
+                XCTFail("pgExtract made no COPY relation"); return nil
+            }
+            return copy.lockTable
+        }
+        XCTAssertEqual(try lockTable("table: public.events"), "public.events")
+        XCTAssertEqual(try lockTable("table: public.events_view"), "public.events_view")
+        XCTAssertNil(try lockTable("table: public.events_copy"))
+        XCTAssertNil(try lockTable("query: SELECT id FROM events"))
     }
 
     func testTheBlockRangesOfTheStreamsMeetAndTheLastIsOpenEnded() {

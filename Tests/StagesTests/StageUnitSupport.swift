@@ -95,7 +95,7 @@ enum UnitFixture {
     // MARK: context
 
     static func context(stageID: String, inputs: [String: StageOutput], asOf: CivilDate = CivilDate(year: 2030, month: 1, day: 1),
-                        metrics: StageMetrics = StageMetrics()) -> StageContext {
+                        metrics: StageMetrics = StageMetrics(), connections: [String: ConnectionDefinition] = [:]) -> StageContext {
         let cancellation = Cancellation()
         return StageContext(
             pipelineName: "unit",
@@ -107,7 +107,7 @@ enum UnitFixture {
             asOf: asOf,
             fullRefresh: false,
             inputs: inputs,
-            connections: ConnectionProvider(pipelineName: "unit", stageID: stageID, definitions: [:], cancellation: cancellation),
+            connections: ConnectionProvider(pipelineName: "unit", stageID: stageID, definitions: connections, cancellation: cancellation),
             cancellation: cancellation,
             metrics: metrics)
     }
