@@ -348,24 +348,30 @@ public struct MetricRollup: Stage {
                 case .countNotNull(let field), .avg(let field, _): try column(field, fields)
                 }
             }
-            let numerator = try levels.map { try column($0.numerator, fields) }
-            let denominator = try levels.map { try column($0.denominator, fields) }
+            // Plain arrays, bound once: binding a Column (or copying it) per row
+            // retains and releases each of its arrays.
+            let measured = metricColumns.indices.filter { metricColumns[$0] != nil }
+            let values = measured.map { metricColumns[$0]!.ints }, nulls = measured.map { metricColumns[$0]!.nulls }
+            let ratio = try levels.map { levels in
+                let (numerator, denominator) = (try column(levels.numerator, fields), try column(levels.denominator, fields))
+                return (n: numerator.ints, nNulls: numerator.nulls, d: denominator.ints, dNulls: denominator.nulls,
+                        thresholds: levels.thresholds)
+            }
             for row in 0..<input.count {
                 let at = cellOf[row] * unpivoted.count + g
                 if slotOf[at] < 0 { slotOf[at] = accumulators.add(key: cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
                 let slot = slotOf[at]
                 accumulators.add(slot: slot)
-                for (index, column) in metricColumns.enumerated() {
-                    guard let column, !column.isNull(row) else { continue }
-                    guard accumulators.add(slot: slot, metric: index, value: column.ints[row]) else {
-                        throw StageFailure.data("metric '\(metrics[index].name)': the sum of '\(column.field.name)' over one group does not fit in 64 bits")
+                for (k, index) in measured.enumerated() where nulls[k].isEmpty || !nulls[k][row] {
+                    guard accumulators.add(slot: slot, metric: index, value: values[k][row]) else {
+                        throw StageFailure.data("metric '\(metrics[index].name)': the sum of '\(metricColumns[index]!.field.name)' over one group does not fit in 64 bits")
                     }
                 }
-                if let levels, let numerator, let denominator, !numerator.isNull(row), !denominator.isNull(row),
-                   denominator.ints[row] > 0 {
-                    let (n, d) = (numerator.ints[row], denominator.ints[row])
+                if let ratio, ratio.nNulls.isEmpty || !ratio.nNulls[row], ratio.dNulls.isEmpty || !ratio.dNulls[row],
+                   ratio.d[row] > 0 {
+                    let (n, d) = (ratio.n[row], ratio.d[row])
                     // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in 128-bit products.
-                    if let level = levels.thresholds.firstIndex(where: { Self.product(n, $0.q) >= Self.product($0.p, d) }) {
+                    if let level = ratio.thresholds.firstIndex(where: { Self.product(n, $0.q) >= Self.product($0.p, d) }) {
                         accumulators.add(slot: slot, level: level)
                     }
                 }
