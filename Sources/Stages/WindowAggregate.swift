@@ -48,8 +48,8 @@ public struct WindowAggregate: Stage {
             .optional("required", .boolean, "drop groups whose key matches nothing (counted)"),
         ])), "per-group output columns"),
         .optional("dates", .dictionary(.object([
-            .optional("months", .integer(), "start date + this many calendar months (end-of-month clamped)"),
-            .optional("days", .integer(), "start date + this many days"),
+            .optional("months", .integer(), "start date + this many calendar months (end-of-month clamped), at most ±120000"),
+            .optional("days", .integer(), "start date + this many days, at most ±3660000"),
             .optional("days_from", .identifier, "start date + the value of this integer attribute (NULL stays NULL)"),
         ])), "per-group date columns computed from the start date (the anchor's local date)"),
         .required("events", .object([
@@ -147,6 +147,13 @@ public struct WindowAggregate: Stage {
                 failed = true
                 continue
             }
+            // Beyond 10,000 years no date is meant, and date arithmetic would overflow.
+            for (key, limit) in [("months", Self.maxMonths), ("days", Self.maxDays)] {
+                if let value = spec[key]?.int, abs(value) > limit {
+                    build.error(at: spec[key]!, "date '\(entry.key)': \(key) must be between -\(limit) and \(limit) (10,000 years), not \(value)")
+                    failed = true
+                }
+            }
             if let months = spec["months"]?.int { dates.append(DateRule(name: entry.key, offset: .months(months))) }
             if let days = spec["days"]?.int { dates.append(DateRule(name: entry.key, offset: .days(days))) }
             if let attribute = spec["days_from"]?.string {
@@ -214,6 +221,9 @@ public struct WindowAggregate: Stage {
             return Measure(name: name, kind: .countLookup(input: input, key: key, column: column), filter: nil)
         }
     }
+
+    static let maxMonths = 120_000
+    static let maxDays = 3_660_000
 
     /// Output columns: group keys, attributes, dates, then `<window>_<measure>`.
     func outputSchema(anchor: [Field], lookups: [String: Lookup]) throws -> [Field] {

@@ -184,11 +184,18 @@ struct GroupTable {
         dateValues.reserveCapacity(groupCount * rules.count)
         for group in 0..<groupCount {
             let day = startDay[group]
-            for rule in rules {
+            for (r, rule) in rules.enumerated() {
                 switch rule {
                 case .months(let shift): dateValues.append(shifts[shift].shift(day))
                 case .days(let days): dateValues.append(day + days)
-                case .daysFrom(let position): dateValues.append(attributeValues[group * attributes + position].intValue.map { day + $0 })
+                case .daysFrom(let position):
+                    dateValues.append(try attributeValues[group * attributes + position].intValue.map { days in
+                        let (end, overflow) = day.addingReportingOverflow(days)
+                        guard !overflow else {
+                            throw StageFailure.data("date '\(stage.dates[r].name)': the start date plus \(days) days (attribute '\(stage.attributes[position].name)') is beyond any date")
+                        }
+                        return end
+                    })
                 }
             }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import PipelineKit
+import Stages
 import XCTest
 @testable import Runner
 
@@ -67,5 +68,16 @@ final class CommandLineTests: XCTestCase {
         let diff = try Runner.Lineage.Diff.parse(["a", "b", "--warehouse", "dbname=dw"])
         XCTAssertEqual([diff.runA, diff.runB], ["a", "b"])
         XCTAssertEqual(diff.options.warehouse, "dbname=dw")
+    }
+    func testTheReadmeStageReferenceIsWhatTheValidatorDeclares() throws {
+        let readme = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+        let documented = Set(readme.split(separator: "\n").map(String.init))
+        for type in StageRegistry.standard.all {
+            XCTAssertTrue(readme.contains("### `\(type.type)`\n\n\(type.summary)\n"), "the summary of \(type.type)")
+            for line in StageDocs.lines(type.configKeys, markdown: true) {
+                XCTAssertTrue(documented.contains(line), "README lacks, for \(type.type): \(line) (see runner stages --markdown)")
+            }
+        }
     }
 }

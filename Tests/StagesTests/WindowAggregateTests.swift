@@ -682,4 +682,45 @@ final class WindowAggregateTests: XCTestCase {
             }
         }
     }
+    func testADateOffsetBeyondTenThousandYearsIsRejectedAtItsLine() throws {
+        for (offset, expected) in [("months: 9223372036854775807", "months must be between -120000 and 120000 (10,000 years), not 9223372036854775807"),
+                                   ("days: -4000000", "days must be between -3660000 and 3660000 (10,000 years), not -4000000")] {
+            let yaml = """
+                group_by: [g]
+                anchor: {from: a, earliest: t}
+                timezone: UTC
+                as_of: 2030-01-01
+                dates: {m1: {\(offset)}}
+                events: {from: e, time: t}
+                windows: {month1: {end: m1}}
+                measures: {n: {count: true}}
+                """
+            let (build, sink) = F.build("w", inputs: ["a": .relation, "e": .relation])
+            _ = try? WindowAggregate(config: try F.config(yaml), build: build)
+            XCTAssertEqual(sink.diagnostics.map(\.message), ["stage 'w': date 'm1': \(expected)"])
+            XCTAssertEqual(sink.diagnostics.first?.line, 5)
+        }
+    }
+
+    func testADaysFromValueBeyondAnyDateIsADataErrorNotACrash() throws {
+        let yaml = """
+            group_by: [g]
+            anchor: {from: a, earliest: t}
+            timezone: UTC
+            as_of: 2030-01-01
+            attributes: {length: {anchor: n}}
+            dates: {m1: {days_from: length}}
+            events: {from: e, time: t}
+            windows: {month1: {end: m1}}
+            measures: {n: {count: true}}
+            """
+        let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
+        let anchors = F.relation([Field("g", .bigint), Field("t", .timestamptz), Field("n", .bigint)],
+                                 [[.int(1), .int(F.micros(2020, 1, 1)), .int(Int64.max)]])
+        XCTAssertThrowsError(try stage.run(F.context(stageID: "w", inputs: [
+            "a": anchors, "e": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [])]))) { error in
+            guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(message, "date 'm1': the start date plus 9223372036854775807 days (attribute 'length') is beyond any date")
+        }
+    }
 }
