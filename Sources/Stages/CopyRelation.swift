@@ -71,14 +71,15 @@ struct CopyRelation: KeyRestrictable {
                 // no TRUNCATE can commit until every stream has read.
                 if let lockTable { try coordinator.execute("LOCK TABLE \(SQL.qualified(lockTable)) IN ACCESS SHARE MODE") }
                 found = try coordinator.query("""
-                    SELECT pg_export_snapshot(), c.relkind IN ('r', 'm'),
+                    SELECT pg_export_snapshot(), c.relkind IN ('r', 'm') AND has_table_privilege(c.oid, 'SELECT'),
                            pg_relation_size(c.oid) / current_setting('block_size')::bigint
                     FROM pg_class c WHERE c.oid = $1::regclass
                     """, [SQL.qualified(split.table)])
             } catch let error as PGError where error.kind == .server {
                 return false
             }
-            // Only a plain table (or materialized view) has blocks to divide.
+            // Only a plain table (or materialized view) has blocks to divide, and
+            // only a reader who may select it whole may name them (ctid).
             guard let snapshot = found.string(0, 0), found.string(0, 1) == "t", let blocks = found.int(0, 2),
                   blocks >= Int(split.streams) else { return false }
             let active = (0..<split.streams).map { _ in ActiveConnection() }

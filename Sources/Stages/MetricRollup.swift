@@ -146,7 +146,8 @@ public struct MetricRollup: Stage {
         }
 
         mutating func add(slot: Int) { count[slot] += 1 }
-        /// False when the sum no longer fits in 64 bits.
+        mutating func addNotNull(slot: Int, metric: Int) { notNull[slot * metricCount + metric] += 1 }
+        /// A non-NULL value of an averaged field; false when the sum no longer fits in 64 bits.
         mutating func add(slot: Int, metric: Int, value: Int64) -> Bool {
             notNull[slot * metricCount + metric] += 1
             let (sum, overflow) = sums[slot * metricCount + metric].addingReportingOverflow(value)
@@ -351,6 +352,8 @@ public struct MetricRollup: Stage {
             // Plain arrays, bound once: binding a Column (or copying it) per row
             // retains and releases each of its arrays.
             let measured = metricColumns.indices.filter { metricColumns[$0] != nil }
+            // Only an average adds values up (of exact numbers); count_not_null counts any type's non-NULLs.
+            let summed = measured.map { if case .avg = metrics[$0].metric { true } else { false } }
             let values = measured.map { metricColumns[$0]!.ints }, nulls = measured.map { metricColumns[$0]!.nulls }
             let ratio = try levels.map { levels in
                 let (numerator, denominator) = (try column(levels.numerator, fields), try column(levels.denominator, fields))
@@ -363,6 +366,10 @@ public struct MetricRollup: Stage {
                 let slot = slotOf[at]
                 accumulators.add(slot: slot)
                 for (k, index) in measured.enumerated() where nulls[k].isEmpty || !nulls[k][row] {
+                    guard summed[k] else {
+                        accumulators.addNotNull(slot: slot, metric: index)
+                        continue
+                    }
                     guard accumulators.add(slot: slot, metric: index, value: values[k][row]) else {
                         throw StageFailure.data("metric '\(metrics[index].name)': the sum of '\(metricColumns[index]!.field.name)' over one group does not fit in 64 bits")
                     }

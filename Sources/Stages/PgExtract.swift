@@ -92,10 +92,15 @@ public struct PgExtract: WatermarkSource {
             try connection.execute("BEGIN READ ONLY")
             defer { _ = try? connection.execute("ROLLBACK") }
             let result = try connection.query(selectSQL + " LIMIT 0")
-            // Tables and views can be locked against a TRUNCATE; materialized and foreign tables cannot.
+            // A plain table is locked against a TRUNCATE when the reader may: LOCK needs SELECT on the
+            // whole table, where reading needs it on the columns read. Not a view (its owner's or the
+            // reader's rights on the tables under it decide, and a column grant would fail it), not a
+            // partitioned table (it would lock every partition, however few the read touches), and
+            // not a materialized or foreign table, which PostgreSQL cannot lock.
             let lockable = try table.map { table in
-                try connection.query("SELECT relkind IN ('r', 'p', 'v') FROM pg_class WHERE oid = $1::regclass",
-                                     [SQL.qualified(table)]).string(0, 0) == "t"
+                try connection.query("""
+                    SELECT relkind = 'r' AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = $1::regclass
+                    """, [SQL.qualified(table)]).string(0, 0) == "t"
             } ?? false
             var problems: [String] = []
             for (index, field) in fields.enumerated() {

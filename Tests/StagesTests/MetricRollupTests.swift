@@ -295,6 +295,23 @@ final class MetricRollupTests: XCTestCase {
         }
     }
 
+    func testCountNotNullCountsNonNullValuesOfAnyTypeWithoutAddingThemUp() throws {
+        let yaml = """
+            from: userprogram
+            dimensions: {k: k}
+            metrics: {big: {count_not_null: big}, note: {count_not_null: note}, share: {count_not_null: share}}
+            write: {connection: warehouse, table: dw.t, key: [k]}
+            """
+        // Adding up two maximal bigints overflowed; reading a text or double column as integers crashed.
+        let input = F.batch([Field("k", .int), Field("big", .bigint), Field("note", .text), Field("share", .double)], [
+            [.int(1), .int(.max), .text("a"), .double(0.5)],
+            [.int(1), .int(.max), .null, .null],
+            [.int(1), .null, .text("b"), .double(1.5)],
+        ])
+        let output = try make(yaml).rollup(input)
+        XCTAssertEqual([output.cell(0, "big"), output.cell(0, "note"), output.cell(0, "share")], [.int(2), .int(2), .int(2)])
+    }
+
     func testAScaleAbove12IsRejectedWhenBuilt() throws {
         let (build, sink) = F.build("engagement_metric", inputs: ["userprogram": .relation], connections: ["warehouse": false])
         XCTAssertThrowsError(try MetricRollup(config: try F.config(Self.unpivotYAML(metric: "avg_v: {avg: v, scale: 13}")), build: build))

@@ -223,25 +223,43 @@ final class ParallelExtractTests: XCTestCase {
         _ = try awaitResult(truncate)
     }
 
-    func testPgExtractLocksTablesAndViewsButNotMaterializedViewsOrQueries() throws {
+    /// The relation pgExtract makes for `from` (a `table:` or `query:` line), read as `conninfo`.
+    private func extracted(_ from: String, parallel: Int = 1, as conninfo: String) throws -> (CopyRelation, StageContext) {
+        let yaml = "connection: source\n\(from)\ncolumns: {id: bigint}" + (parallel > 1 ? "\nparallel: \(parallel)" : "")
+        let stage = try F.make(PgExtract.self, "events", yaml: yaml, inputs: [:], connections: ["source": true])
+        let context = F.context(stageID: "events", inputs: [:], connections: [
+            "source": ConnectionDefinition(name: "source", info: ConnInfo(conninfo), readOnly: true)])
+        guard case .relation(let relation) = try stage.run(context), let copy = relation as? CopyRelation else {
+            throw StageFailure.config("pgExtract made no COPY relation")
+        }
+        return (copy, context)
+    }
+
+    func testPgExtractLocksPlainTablesOnly() throws {
         let source = try source(rows: 10)
         try TestDatabase.connect(source).execute("""
             CREATE VIEW events_view AS SELECT * FROM events; CREATE MATERIALIZED VIEW events_copy AS SELECT * FROM events;
+            CREATE TABLE parted (id bigint) PARTITION BY RANGE (id); CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100);
             """)
-        func lockTable(_ from: String) throws -> String? {
-            let yaml = "connection: source\n\(from)\ncolumns: {id: bigint}"
-            let stage = try F.make(PgExtract.self, "events", yaml: yaml, inputs: [:], connections: ["source": true])
-            let context = F.context(stageID: "events", inputs: [:], connections: [
-                "source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)])
-            guard case .relation(let relation) = try stage.run(context), let copy = relation as? CopyRelation else {
-                XCTFail("pgExtract made no COPY relation"); return nil
-            }
-            return copy.lockTable
+        XCTAssertEqual(try extracted("table: public.events", as: source).0.lockTable, "public.events")
+        for from in ["table: public.events_view", "table: public.events_copy", "table: public.parted", "query: SELECT id FROM events"] {
+            XCTAssertNil(try extracted(from, as: source).0.lockTable, from)
         }
-        XCTAssertEqual(try lockTable("table: public.events"), "public.events")
-        XCTAssertEqual(try lockTable("table: public.events_view"), "public.events_view")
-        XCTAssertNil(try lockTable("table: public.events_copy"))
-        XCTAssertNil(try lockTable("query: SELECT id FROM events"))
+    }
+
+    /// Such a reader cannot name blocks either (ctid needs SELECT on the whole table): it gets one COPY.
+    func testAReaderGrantedOnlyTheColumnsItReadsReadsThemWithoutTheLockAndInOneCopy() throws {
+        let source = try source(rows: 30_000)
+        let role = "reader_\(UUID().uuidString.prefix(8).lowercased())"
+        // LOCK TABLE needs SELECT on the whole table; reading the columns needs it on them alone.
+        try TestDatabase.connect(source).execute("CREATE ROLE \(role) LOGIN; GRANT SELECT (id, v) ON events TO \(role)")
+        for parallel in [1, 3] {
+            let (relation, context) = try extracted("table: public.events", parallel: parallel, as: source + " user=\(role)")
+            XCTAssertNil(relation.lockTable)
+            var rows = 0
+            try relation.scan(context.scan) { rows += $0.count }
+            XCTAssertEqual(rows, 30_000, "parallel \(parallel)")
+        }
     }
 
     func testTheBlockRangesOfTheStreamsMeetAndTheLastIsOpenEnded() {
