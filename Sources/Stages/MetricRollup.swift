@@ -96,7 +96,7 @@ public struct MetricRollup: Stage {
                     failed = true
                     continue
                 }
-                if let last = thresholds.last, fraction.0 * last.2 > last.1 * fraction.1 {
+                if let last = thresholds.last, Self.product(fraction.0, last.2) > Self.product(last.1, fraction.1) {
                     build.error(at: entry.value, "threshold '\(entry.key)' is higher than '\(last.0)'; list levels from highest to lowest")
                     failed = true
                 }
@@ -177,7 +177,7 @@ public struct MetricRollup: Stage {
         var cells: Set<[Value]> = []
         for batch in [replaced.before, replaced.after] {
             let columns = try dimensionColumns(of: batch)
-            for row in 0..<batch.count { cells.insert(cell(columns, row, &truncated)) }
+            for row in 0..<batch.count { cells.insert(try cell(columns, row, &truncated)) }
         }
         if cells.contains(where: { $0.contains(.null) }) { return nil }
         let ordered = cells.sorted { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }
@@ -191,7 +191,7 @@ public struct MetricRollup: Stage {
             let all = try replaced.table.materialize(context.scan)
             let columns = try dimensionColumns(of: all)
             var picked = Batch(schema: all.schema)
-            for row in 0..<all.count where cells.contains(cell(columns, row, &truncated)) { picked.append(row: all.row(row)) }
+            for row in 0..<all.count where cells.contains(try cell(columns, row, &truncated)) { picked.append(row: all.row(row)) }
             inCells = picked
         }
         let output = try rollup(inCells)
@@ -260,12 +260,15 @@ public struct MetricRollup: Stage {
 
     /// A row's dimension values, dates truncated as declared (each distinct date
     /// once per dimension: two dimensions may truncate one column differently).
-    private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [[Int64: Int64]]) -> [Value] {
-        dimensions.indices.map { index in
+    private func cell(_ columns: [Column], _ row: Int, _ truncated: inout [[Int64: Int64]]) throws -> [Value] {
+        try dimensions.indices.map { index in
             let value = columns[index].value(at: row)
             guard let truncate = dimensions[index].truncate, case .int(let day) = value,
                   day != PGTime.infiniteDate, day != PGTime.minusInfiniteDate else { return value }
             if let first = truncated[index][day] { return .int(first) }
+            guard PGTime.finiteDays.contains(day) else {
+                throw StageFailure.data("dimension '\(dimensions[index].name)': day \(day) of '\(dimensions[index].column)' is beyond PostgreSQL's dates")
+            }
             let date = CivilDate(pgDays: day)
             let first = (truncate == "month" ? date.firstOfMonth : CivilDate(year: date.year, month: 1, day: 1)).pgDays
             truncated[index][day] = first
@@ -332,7 +335,7 @@ public struct MetricRollup: Stage {
         var cells: [[Value]] = [], cellOf = [Int](repeating: 0, count: input.count)
         var cellPosition: [[Value]: Int] = [:]
         for row in 0..<input.count {
-            let key = cell(dimensionColumns, row, &truncated)
+            let key = try cell(dimensionColumns, row, &truncated)
             if let known = cellPosition[key] {
                 cellOf[row] = known
             } else {

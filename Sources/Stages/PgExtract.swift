@@ -18,8 +18,8 @@ public struct PgExtract: WatermarkSource {
         .optional("query", .string, "a SELECT to read instead of a table"),
         .required("columns", .dictionary(.string), "the columns to read, name: type (\(DataType.declarableNames)); checked against the source"),
         .optional("where", .string, "SQL predicate applied to the table"),
-        .optional("batch_rows", .integer(min: 1), "rows per batch handed downstream (default 16384)"),
-        .optional("parallel", .integer(min: 1), "COPY streams reading a 'table' at once, each a range of its blocks, all in one snapshot (default 1); for large tables on a server with cores to spare"),
+        .optional("batch_rows", .integer(min: 1, max: 1_048_576), "rows per batch handed downstream (default 16384)"),
+        .optional("parallel", .integer(min: 1, max: 64), "COPY streams reading a 'table' at once, each a range of its blocks, all in one snapshot (default 1); for large tables on a server with cores to spare"),
         .optional("incremental", .object([
             .required("tracking_key", .identifier, "an integer column that grows with every new row, e.g. a bigserial id (need not be among 'columns')"),
             .optional("lookback", .integer(min: 0), "keys below the last watermark re-checked for rows whose transaction committed late (default 100000)"),
@@ -164,11 +164,19 @@ public struct PgExtract: WatermarkSource {
         // the distance back from the current transaction counter, which is
         // cheaper than widening every xmin through text. A row billions of
         // transactions old can look young again; it is then merely read again.
+        let condition = Self.changeCondition(key: key, high: high, lookback: tracking.lookback, snapshot: snapshot)
+        return reading("SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? ""))
+    }
+
+    /// The rows above `high`, and those up to `lookback` keys below it that
+    /// were inserted by a transaction not older than `snapshot`'s oldest.
+    static func changeCondition(key: String, high: Int64, lookback: Int64, snapshot: String) -> String {
         let oldestOpen = "(pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint % 4294967296)::text::xid"
         let late = "age(xmin) <= age(\(oldestOpen))"
-        // One index range over the look-back and everything above it.
-        let condition = "\(key) > \(high - tracking.lookback) AND (\(key) > \(high) OR \(late))"
-        return reading("SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? ""))
+        // One index range over the look-back and everything above it; keys
+        // near the bottom of bigint have no look-back range below them.
+        let (low, below) = high.subtractingReportingOverflow(lookback)
+        return (below ? "" : "\(key) > \(low) AND ") + "(\(key) > \(high) OR \(late))"
     }
 
     public var isTracked: Bool { tracking != nil }

@@ -149,7 +149,7 @@ public struct WindowAggregate: Stage {
             }
             // Beyond 10,000 years no date is meant, and date arithmetic would overflow.
             for (key, limit) in [("months", Self.maxMonths), ("days", Self.maxDays)] {
-                if let value = spec[key]?.int, abs(value) > limit {
+                if let value = spec[key]?.int, value < -limit || value > limit {
                     build.error(at: spec[key]!, "date '\(entry.key)': \(key) must be between -\(limit) and \(limit) (10,000 years), not \(value)")
                     failed = true
                 }

@@ -191,7 +191,7 @@ struct GroupTable {
                 case .daysFrom(let position):
                     dateValues.append(try attributeValues[group * attributes + position].intValue.map { days in
                         let (end, overflow) = day.addingReportingOverflow(days)
-                        guard !overflow else {
+                        guard !overflow, PGTime.finiteDays.contains(end) else {
                             throw StageFailure.data("date '\(stage.dates[r].name)': the start date plus \(days) days (attribute '\(stage.attributes[position].name)') is beyond any date")
                         }
                         return end
@@ -345,8 +345,10 @@ struct GroupTable {
                 let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
                 let op = plan.op[m], clampMin = plan.clampMin[m]
                 // Sums of 32-bit values over fewer than 2^31 events cannot
-                // overflow: those skip the check in the hot loop.
-                let narrow = sources[m].map { [.smallint, .int, .bool].contains($0.field.type) } ?? true
+                // overflow: those skip the check in the hot loop (unless
+                // clamp_min lifts the values beyond 32 bits).
+                let narrow = (sources[m].map { [.smallint, .int, .bool].contains($0.field.type) } ?? true)
+                    && clampMin <= Int64(Int32.max)
                 let checked = !narrow || eventsSeen + Int64(count) >= Int64(Int32.max)
                 let distinctOrdinal = plan.distinctOrdinal[m], distinctCount = plan.distinctCount
                 for row in 0..<count {

@@ -400,4 +400,11 @@ final class ExecutorTests: XCTestCase {
         XCTAssertEqual(ran.current, [])
         XCTAssertEqual(report.status, .failed)
     }
+
+    func testTheRunLockSessionNameKeepsTheRunIdWithinPostgres63Bytes() {
+        let run = UUID()
+        let name = RunLock.applicationName(pipeline: "a" + String(repeating: "é", count: 30), runID: run)
+        XCTAssertLessThanOrEqual(name.utf8.count, 63)
+        XCTAssertTrue(name.hasSuffix("/lock/\(run.uuidString.lowercased())"), name)
+    }
 }

@@ -47,4 +47,10 @@ final class ConnectionTests: XCTestCase {
             XCTAssertTrue(error.isTransient, "40001 is a serialization failure")
         }
     }
+
+    func testASessionNameIsCutToPostgres63BytesBetweenCharacters() {
+        let name = ConnectionProvider.applicationName("runner/a" + String(repeating: "é", count: 30) + "/lineage")
+        XCTAssertLessThanOrEqual(name.utf8.count, 63)
+        XCTAssertTrue(name.hasPrefix("runner/aéé"), name)
+    }
 }

@@ -318,6 +318,14 @@ final class MetricRollupTests: XCTestCase {
         XCTAssertEqual(sink.diagnostics.map(\.message), ["stage 'engagement_metric': metric 'avg_v': scale 13 is above 12, the most an average keeps"])
     }
 
+    func testADayBeyondPostgresDatesIsADataErrorWhenTruncatedNotACrash() throws {
+        let input = F.batch([Field("d", .date)], [[.int(9_223_372_036_854_700_000)]])
+        XCTAssertThrowsError(try make(Self.countYAML(dimensions: "month: {column: d, truncate: month}", key: "month")).rollup(input)) { error in
+            guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(message, "dimension 'month': day 9223372036854700000 of 'd' is beyond PostgreSQL's dates")
+        }
+    }
+
     func testInfiniteDatesStayInfiniteWhenTruncated() throws {
         let yaml = Self.countYAML(dimensions: "cohort_month: {column: start_date, truncate: month}", key: "cohort_month")
         let output = try make(yaml).rollup(F.batch([Field("start_date", .date)],

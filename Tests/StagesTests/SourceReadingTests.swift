@@ -23,6 +23,16 @@ final class SourceReadingTests: XCTestCase {
     func testANumericBeyond64BitsIsADataErrorNotACrash() throws {
         let database = try TestDatabase.createDatabase("reading")
         XCTAssertThrowsError(try read(database, "SELECT 9223372036854775808::numeric AS n", [Field("n", .numeric(precision: 18, scale: 0))]))
+        // The last whole digits fit, the cents tip it over: the overflow is in the fractional digits.
+        XCTAssertThrowsError(try read(database, "SELECT 92233720368547758.08::numeric AS n", [Field("n", .numeric(precision: 18, scale: 2))]))
+    }
+
+    func testTheLookBackOfKeysNearTheBottomOfBigintStopsThereInsteadOfOverflowing() {
+        XCTAssertEqual(PgExtract.changeCondition(key: "id", high: 500, lookback: 100, snapshot: "9:9:"),
+                       "id > 400 AND (id > 500 OR age(xmin) <= age((pg_snapshot_xmin('9:9:'::pg_snapshot)::text::bigint % 4294967296)::text::xid))")
+        for (high, lookback) in [(Int64(-5), Int64.max), (Int64.min, Int64(100_000))] {
+            XCTAssertTrue(PgExtract.changeCondition(key: "id", high: high, lookback: lookback, snapshot: "9:9:").hasPrefix("(id > \(high) OR "))
+        }
     }
 
     func testDigitsBeyondTheDeclaredScaleAreRoundedAsAPostgresCastWould() throws {

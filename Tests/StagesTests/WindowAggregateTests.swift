@@ -659,7 +659,11 @@ final class WindowAggregateTests: XCTestCase {
         let fields = [Field("g", .bigint), Field("t", .timestamptz), Field("v", .bigint)]
         let wrapping = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(Int64.max)], [.int(1), .int(F.micros(2020, 1, 3)), .int(1)]]
         let scaled = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(100_000_000_000_000_000)]]
-        for (measure, events) in [("  s: {sum: v}", wrapping), ("  s: {sum: v, divide_by: 60, scale: 2}", scaled)] {
+        // 32-bit values whose clamp lifts them beyond 32 bits: two of them overflowed silently.
+        let clamped = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(1)], [.int(1), .int(F.micros(2020, 1, 3)), .int(2)]]
+        let int32 = [Field("g", .bigint), Field("t", .timestamptz), Field("v", .int)]
+        for (measure, events, fields) in [("  s: {sum: v}", wrapping, fields), ("  s: {sum: v, divide_by: 60, scale: 2}", scaled, fields),
+                                          ("  s: {sum: v, clamp_min: 4611686018427387904}", clamped, int32)] {
             XCTAssertThrowsError(try runSmall(measures: measure, eventFields: fields, events: events), measure) { error in
                 guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
                 XCTAssertEqual(message, "a sum of a window does not fit in 64 bits")
@@ -684,6 +688,7 @@ final class WindowAggregateTests: XCTestCase {
     }
     func testADateOffsetBeyondTenThousandYearsIsRejectedAtItsLine() throws {
         for (offset, expected) in [("months: 9223372036854775807", "months must be between -120000 and 120000 (10,000 years), not 9223372036854775807"),
+                                   ("months: -9223372036854775808", "months must be between -120000 and 120000 (10,000 years), not -9223372036854775808"),
                                    ("days: -4000000", "days must be between -3660000 and 3660000 (10,000 years), not -4000000")] {
             let yaml = """
                 group_by: [g]
@@ -715,12 +720,15 @@ final class WindowAggregateTests: XCTestCase {
             measures: {n: {count: true}}
             """
         let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
-        let anchors = F.relation([Field("g", .bigint), Field("t", .timestamptz), Field("n", .bigint)],
-                                 [[.int(1), .int(F.micros(2020, 1, 1)), .int(Int64.max)]])
-        XCTAssertThrowsError(try stage.run(F.context(stageID: "w", inputs: [
-            "a": anchors, "e": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [])]))) { error in
-            guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
-            XCTAssertEqual(message, "date 'm1': the start date plus 9223372036854775807 days (attribute 'length') is beyond any date")
+        // The first overflows 64 bits; the second does not, but is no date PostgreSQL (or a truncation) can take.
+        for days in [Int64.max, 3_000_000_000] {
+            let anchors = F.relation([Field("g", .bigint), Field("t", .timestamptz), Field("n", .bigint)],
+                                     [[.int(1), .int(F.micros(2020, 1, 1)), .int(days)]])
+            XCTAssertThrowsError(try stage.run(F.context(stageID: "w", inputs: [
+                "a": anchors, "e": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [])]))) { error in
+                guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, "date 'm1': the start date plus \(days) days (attribute 'length') is beyond any date")
+            }
         }
     }
 }

@@ -158,8 +158,11 @@ extension DataType {
             if text == "-infinity" { return .int(PGTime.minusInfinity) }
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime]
-            guard let date = formatter.date(from: text.replacingOccurrences(of: " ", with: "T")) else { return nil }
-            return .int((Int64(date.timeIntervalSince1970) - PGTime.unixEpochOffsetSeconds) * 1_000_000)
+            guard let date = formatter.date(from: text.replacingOccurrences(of: " ", with: "T")),
+                  let seconds = Int64(exactly: date.timeIntervalSince1970.rounded(.down)) else { return nil }
+            // Beyond PostgreSQL's timestamps (294276 AD) the microseconds would not fit.
+            let (micros, overflow) = (seconds - PGTime.unixEpochOffsetSeconds).multipliedReportingOverflow(by: 1_000_000)
+            return overflow || PGTime.isInfinite(micros: micros) ? nil : .int(micros)
         case .numeric(let precision, let scale):
             let negative = text.hasPrefix("-")
             let digits = negative ? text.dropFirst() : Substring(text)

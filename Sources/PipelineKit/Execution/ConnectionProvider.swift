@@ -18,9 +18,16 @@ public struct ConnectionProvider: Sendable {
         self.pool = pool
     }
 
-    /// `application_name` for this stage's sessions, cut to PostgreSQL's 63 bytes.
-    public var applicationName: String {
-        String("runner/\(pipelineName)/\(stageID)".utf8.prefix(63)) ?? "runner"
+    /// `application_name` for this stage's sessions.
+    public var applicationName: String { Self.applicationName("runner/\(pipelineName)/\(stageID)") }
+
+    /// `name` cut to PostgreSQL's 63 bytes, between characters.
+    public static func applicationName(_ name: String) -> String {
+        var bytes = 0
+        return String(name.prefix { character in
+            bytes += character.utf8.count
+            return bytes <= 63
+        })
     }
 
     /// Runs `body` with a session of the named connection: an idle one of

@@ -23,7 +23,9 @@ public struct RunOptions: Sendable {
                 logger: Logger = Logger(label: "pipelinekit"), observers: [any RunObserver] = [],
                 lineageLog: LineageLog? = nil,
                 sleep: @escaping @Sendable (Double) async -> Void = { seconds in
-                    try? await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+                    // Validation caps durations at a day; a computed delay is held to that too.
+                    let bounded = seconds.isFinite ? Swift.min(Swift.max(seconds, 0), DurationText.maxSeconds) : 0
+                    try? await Task.sleep(nanoseconds: UInt64(bounded * 1e9))
                 },
                 random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
         self.jobs = max(1, jobs)

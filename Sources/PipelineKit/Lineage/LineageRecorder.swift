@@ -66,7 +66,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                                runFacets: Self.runFacets(run)))
         guard let name = run.pipeline.warehouse, let definition = run.pipeline.connections[name] else { return }
         do {
-            let connection = try PGConnection(definition.info, applicationName: String("runner/\(run.pipeline.name)/lineage".utf8.prefix(63))!)
+            let connection = try PGConnection(definition.info, applicationName: ConnectionProvider.applicationName("runner/\(run.pipeline.name)/lineage"))
             try LineageMirror.ensureSchema(connection)
             let variables = try JSON.object(run.pipeline.variables.mapValues { .string($0.text) }).line()
             let configs = try JSON.object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })).line()

@@ -40,15 +40,31 @@ public struct ExecutionPlan: Sendable {
         return result
     }
 
+    /// Kahn's algorithm; among stages ready at once, the earliest in the file goes first.
     static func topologicalOrder(ids: [String], inputs: [String: [String]]) -> [String] {
-        var done: Set<String> = []
+        let known = Set(ids)
+        let position = Dictionary(ids.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        var waitingFor: [String: Int] = [:]
+        var dependents: [String: [String]] = [:]
+        for id in ids {
+            let needed = Set(inputs[id, default: []].filter(known.contains))
+            waitingFor[id] = needed.count
+            for input in needed { dependents[input, default: []].append(id) }
+        }
+        // Ready stages by file position: a sorted array stays small, as few are ready at a time.
+        var ready = ids.filter { waitingFor[$0] == 0 }
         var order: [String] = []
-        while order.count < ids.count {
-            let ready = ids.filter { id in !done.contains(id) && inputs[id, default: []].allSatisfy { done.contains($0) || !ids.contains($0) } }
-            guard !ready.isEmpty else { break }
-            // Take one at a time so that file order decides between independent stages.
-            done.insert(ready[0])
-            order.append(ready[0])
+        order.reserveCapacity(ids.count)
+        while !ready.isEmpty {
+            let next = ready.removeFirst()
+            order.append(next)
+            for dependent in dependents[next, default: []] {
+                waitingFor[dependent]! -= 1
+                if waitingFor[dependent] == 0 {
+                    let at = ready.firstIndex { position[$0]! > position[dependent]! } ?? ready.count
+                    ready.insert(dependent, at: at)
+                }
+            }
         }
         return order
     }

@@ -250,7 +250,9 @@ struct ByteReader {
                 value = sum
             } else if exponent > -4 {
                 let cut = pow10(-exponent)
-                value += digit / cut
+                let (sum, carry) = value.addingReportingOverflow(digit / cut)
+                guard !carry else { return nil }
+                value = sum
                 if firstDropped == nil { firstDropped = digit % cut / (cut / 10) }
             } else if firstDropped == nil {
                 // A whole group beyond the scale: it holds the first dropped place only when it starts there.

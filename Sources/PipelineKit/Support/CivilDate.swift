@@ -77,6 +77,9 @@ public struct CivilDate: Sendable, Hashable, Comparable, CustomStringConvertible
 
 /// Durations written in pipeline files: `250ms`, `2s`, `1.5s`, `1m`, or a number of seconds.
 public enum DurationText {
+    /// The longest duration a pipeline may give: a wait beyond a day is a mistake.
+    public static let maxSeconds: Double = 86_400
+
     public static func seconds(_ text: String) -> Double? {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]

@@ -7,6 +7,8 @@ public enum PGTime {
     /// PostgreSQL's 'infinity' and '-infinity' timestamps and dates.
     public static let infinity = Int64.max, minusInfinity = Int64.min
     public static let infiniteDate = Int64(Int32.max), minusInfiniteDate = Int64(Int32.min)
+    /// The finite dates PostgreSQL stores, in days since 2000-01-01: 4714-11-24 BC to 5874897-12-31.
+    public static let finiteDays: ClosedRange<Int64> = -2_451_545...2_145_031_948
 
     public static func isInfinite(micros: Int64) -> Bool { micros == infinity || micros == minusInfinity }
 

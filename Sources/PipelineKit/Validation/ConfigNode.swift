@@ -32,7 +32,7 @@ public struct ConfigNode: @unchecked Sendable {
         if isMapping { return "a mapping" }
         if isSequence { return "a list" }
         if isNull { return "nothing (null)" }
-        if node.int != nil && node.scalar?.style == .plain { return "a number" }
+        if int != nil && node.scalar?.style == .plain { return "a number" }
         if node.bool != nil && node.scalar?.style == .plain { return "a boolean" }
         return "a string"
     }
@@ -41,9 +41,14 @@ public struct ConfigNode: @unchecked Sendable {
 
     /// The scalar text; nil for mappings, lists and null.
     public var string: String? { isNull ? nil : node.scalar?.string }
-    public var int: Int? { node.scalar?.style == .plain ? node.int : node.scalar.flatMap { Int($0.string) } }
+    public var int: Int? { node.scalar?.style == .plain ? yamlInt : node.scalar.flatMap { Int($0.string) } }
     public var bool: Bool? { node.bool }
-    public var double: Double? { node.float ?? node.int.map(Double.init) }
+    public var double: Double? { node.float ?? yamlInt.map(Double.init) }
+
+    /// Yams reads YAML 1.1 integers, base 60 among them (`1:30` is 90), and
+    /// adds base-60 digits up without an overflow check: a scalar with a
+    /// colon is not taken for an integer here.
+    private var yamlInt: Int? { node.scalar?.string.contains(":") == true ? nil : node.int }
 
     // MARK: children
 

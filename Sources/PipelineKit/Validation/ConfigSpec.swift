@@ -28,7 +28,7 @@ public struct ConfigKey: Sendable {
 public indirect enum ConfigShape: Sendable {
     case string
     case identifier
-    case integer(min: Int? = nil)
+    case integer(min: Int? = nil, max: Int? = nil)
     case number
     case boolean
     case date
@@ -51,11 +51,14 @@ public indirect enum ConfigShape: Sendable {
         switch self {
         case .string: "string"
         case .identifier: "name"
-        case .integer(let min): min.map { "integer ≥ \($0)" } ?? "integer"
+        case .integer(let min?, let max?): "integer \(min)–\(max)"
+        case .integer(let min?, nil): "integer ≥ \(min)"
+        case .integer(nil, let max?): "integer ≤ \(max)"
+        case .integer: "integer"
         case .number: "number"
         case .boolean: "boolean"
         case .date: "date YYYY-MM-DD"
-        case .duration: "duration (e.g. 500ms, 2s, 1m)"
+        case .duration: "duration (e.g. 500ms, 2s, 1m; at most 24h)"
         case .names: "name or list of names"
         case .list(let item): "list of \(item.summary)"
         case .object: "mapping"
@@ -86,12 +89,15 @@ public struct ConfigChecker {
                 return expect(false, node, "\(what) must be a name, not \(node.kindName)")
             }
             return expect(!text.isEmpty && !text.contains("\0"), node, "\(what) must be a non-empty name")
-        case .integer(let min):
+        case .integer(let min, let max):
             guard let value = node.int, node.node.scalar?.style == .plain else {
                 return expect(false, node, "\(what) must be a whole number, not \(node.kindName) '\(node.string ?? "")'")
             }
             if let min, value < min {
                 return expect(false, node, "\(what) must be at least \(min), not \(value)")
+            }
+            if let max, value > max {
+                return expect(false, node, "\(what) must be at most \(max), not \(value)")
             }
             return true
         case .number:
@@ -106,8 +112,10 @@ public struct ConfigChecker {
             }
             return true
         case .duration:
-            return expect(node.string.flatMap(DurationText.seconds) != nil, node,
-                          "\(what) must be a duration such as 500ms, 2s or 1m, not '\(node.string ?? node.kindName)'")
+            guard let seconds = node.string.flatMap(DurationText.seconds) else {
+                return expect(false, node, "\(what) must be a duration such as 500ms, 2s or 1m, not '\(node.string ?? node.kindName)'")
+            }
+            return expect(seconds <= DurationText.maxSeconds, node, "\(what) must be at most 24h, not '\(node.string ?? "")'")
         case .names:
             return expect(node.strings != nil, node, "\(what) must be a name or a list of names, not \(node.kindName)")
         case .choice(let words):
