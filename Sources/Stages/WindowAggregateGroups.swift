@@ -186,8 +186,8 @@ struct GroupTable {
             let day = startDay[group]
             for (r, rule) in rules.enumerated() {
                 switch rule {
-                case .months(let shift): dateValues.append(shifts[shift].shift(day))
-                case .days(let days): dateValues.append(day + days)
+                case .months(let shift): dateValues.append(try Self.storable(shifts[shift].shift(day), date: stage.dates[r].name))
+                case .days(let days): dateValues.append(try Self.storable(day + days, date: stage.dates[r].name))
                 case .daysFrom(let position):
                     dateValues.append(try attributeValues[group * attributes + position].intValue.map { days in
                         let (end, overflow) = day.addingReportingOverflow(days)
@@ -205,6 +205,14 @@ struct GroupTable {
         for group in 0..<groupCount {
             for position in datePositions { windowEnd.append(dateValues[group * stage.dates.count + position]) }
         }
+    }
+
+    /// A computed date PostgreSQL can store; offsets of up to 10,000 years from a start near its limits may not be.
+    private static func storable(_ day: Int64, date: String) throws -> Int64 {
+        guard PGTime.finiteDays.contains(day) else {
+            throw StageFailure.data("date '\(date)': \(CivilDate(pgDays: day)) is beyond PostgreSQL's dates (4714-11-24 BC to 5874897-12-31)")
+        }
+        return day
     }
 
     /// count_lookup measures depend only on the group, not on events.

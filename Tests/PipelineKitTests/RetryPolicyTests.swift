@@ -114,7 +114,21 @@ final class RetryPolicyTests: XCTestCase {
         XCTAssertEqual(policy.delay(afterAttempt: 1, unit: 0.75), 3, accuracy: 1e-9)
     }
 
+    func testNoInitialDelayStaysNoDelayWhateverTheGrowth() {
+        // 0 × an overflowing growth is NaN, which min() turned into max_backoff.
+        let policy = RetryPolicy(maxAttempts: 3, initialBackoff: 0, multiplier: 1e308, maxBackoff: 30, jitter: 0)
+        XCTAssertEqual(policy.delay(afterAttempt: 3, unit: 0.5), 0)
+        XCTAssertEqual(RetryPolicy(maxAttempts: 2_000, initialBackoff: 0, multiplier: 2, maxBackoff: 30, jitter: 0)
+            .delay(afterAttempt: 1_500, unit: 0.5), 0)
+    }
+
     // MARK: from the pipeline file
+
+    func testAMultiplierThatIsNotANumberIsRejected() {
+        let text = "pipeline: demo\ndefaults:\n  retry:\n    multiplier: .nan\nstages:\n  - id: a\n    type: noop\n"
+        assertSingleDiagnostic(loadDiagnostics(text, registry: testRegistry), at: (4, 17),
+                               contains: ["'multiplier' must be at least 1, not nan"])
+    }
 
     func testRetrySettingsAreReadFromDefaultsAndStageOverridesOnlyTheKeysItSets() throws {
         let text = """

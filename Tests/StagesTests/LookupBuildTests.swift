@@ -236,6 +236,7 @@ final class LiteralValueTests: XCTestCase {
         XCTAssertEqual(DataType.timestamptz.value(fromText: "2000-01-01 05:30:00+05:30"), .int(0))
         XCTAssertNil(DataType.timestamptz.value(fromText: "yesterday"))
         XCTAssertNil(DataType.timestamptz.value(fromText: "999999-01-01T00:00:00Z"), "beyond PostgreSQL's timestamps, not a crash")
+        XCTAssertNil(DataType.timestamptz.value(fromText: "294277-01-05T00:00:00Z"), "just beyond PostgreSQL's last timestamp")
         let money = DataType.numeric(precision: 12, scale: 2)
         XCTAssertEqual(money.value(fromText: "1.5"), .int(150))
         XCTAssertEqual(money.value(fromText: "-0.05"), .int(-5))

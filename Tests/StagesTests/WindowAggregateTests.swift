@@ -731,4 +731,26 @@ final class WindowAggregateTests: XCTestCase {
             }
         }
     }
+
+    func testAFixedOffsetLandingBeforePostgresFirstDateIsADataError() throws {
+        let yaml = """
+            group_by: [g]
+            anchor: {from: a, earliest: t}
+            timezone: UTC
+            as_of: 2030-01-01
+            dates: {m1: {days: -3660000}}
+            events: {from: e, time: t}
+            windows: {month1: {end: m1}}
+            measures: {n: {count: true}}
+            """
+        let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
+        // An anchor in 4000 BC: 10,000 years earlier is no date PostgreSQL stores.
+        let start = (CivilDate(year: -3999, month: 1, day: 1).pgDays) * PGTime.microsPerDay
+        XCTAssertThrowsError(try stage.run(F.context(stageID: "w", inputs: [
+            "a": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [[.int(1), .int(start)]]),
+            "e": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [])]))) { error in
+            guard case StageFailure.data(let message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.hasPrefix("date 'm1': ") && message.hasSuffix("is beyond PostgreSQL's dates (4714-11-24 BC to 5874897-12-31)"), message)
+        }
+    }
 }

@@ -162,7 +162,7 @@ extension DataType {
                   let seconds = Int64(exactly: date.timeIntervalSince1970.rounded(.down)) else { return nil }
             // Beyond PostgreSQL's timestamps (294276 AD) the microseconds would not fit.
             let (micros, overflow) = (seconds - PGTime.unixEpochOffsetSeconds).multipliedReportingOverflow(by: 1_000_000)
-            return overflow || PGTime.isInfinite(micros: micros) ? nil : .int(micros)
+            return overflow || !PGTime.finiteMicros.contains(micros) ? nil : .int(micros)
         case .numeric(let precision, let scale):
             let negative = text.hasPrefix("-")
             let digits = negative ? text.dropFirst() : Substring(text)

@@ -23,7 +23,8 @@ public struct RetryPolicy: Sendable, Equatable {
     /// Seconds to wait after failed attempt `attempt` (1-based). `unit` is a
     /// random number in [0, 1) that spreads the delay over ±jitter.
     public func delay(afterAttempt attempt: Int, unit: Double) -> Double {
-        let base = min(maxBackoff, initialBackoff * pow(multiplier, Double(max(0, attempt - 1))))
+        // No delay stays no delay: 0 × an overflowing growth would be NaN.
+        let base = initialBackoff == 0 ? 0 : min(maxBackoff, initialBackoff * pow(multiplier, Double(max(0, attempt - 1))))
         let spread = base * jitter * (2 * unit - 1)
         return max(0, min(maxBackoff, base + spread))
     }
@@ -52,7 +53,7 @@ public struct RetryPolicy: Sendable, Equatable {
         if let value = node["max_attempts"]?.int { policy.maxAttempts = value }
         if let value = node["initial_backoff"]?.string.flatMap(DurationText.seconds) { policy.initialBackoff = value }
         if let value = node["multiplier"]?.double {
-            if value < 1 { sink.error(at: node["multiplier"]!, "'multiplier' must be at least 1, not \(value)") }
+            if !(value >= 1 && value.isFinite) { sink.error(at: node["multiplier"]!, "'multiplier' must be at least 1, not \(value)") }
             policy.multiplier = value
         }
         if let value = node["max_backoff"]?.string.flatMap(DurationText.seconds) { policy.maxBackoff = value }

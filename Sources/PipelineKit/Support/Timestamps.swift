@@ -9,6 +9,8 @@ public enum PGTime {
     public static let infiniteDate = Int64(Int32.max), minusInfiniteDate = Int64(Int32.min)
     /// The finite dates PostgreSQL stores, in days since 2000-01-01: 4714-11-24 BC to 5874897-12-31.
     public static let finiteDays: ClosedRange<Int64> = -2_451_545...2_145_031_948
+    /// The finite timestamps PostgreSQL stores, in µs since 2000-01-01 UTC: 4714-11-24 BC up to 294277-01-01.
+    public static let finiteMicros: Range<Int64> = -211_813_488_000_000_000..<9_223_371_331_200_000_000
 
     public static func isInfinite(micros: Int64) -> Bool { micros == infinity || micros == minusInfinity }
 

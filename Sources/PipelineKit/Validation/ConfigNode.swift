@@ -43,12 +43,13 @@ public struct ConfigNode: @unchecked Sendable {
     public var string: String? { isNull ? nil : node.scalar?.string }
     public var int: Int? { node.scalar?.style == .plain ? yamlInt : node.scalar.flatMap { Int($0.string) } }
     public var bool: Bool? { node.bool }
-    public var double: Double? { node.float ?? yamlInt.map(Double.init) }
+    public var double: Double? { isBase60 ? nil : node.float ?? yamlInt.map(Double.init) }
 
-    /// Yams reads YAML 1.1 integers, base 60 among them (`1:30` is 90), and
+    /// Yams reads YAML 1.1 numbers, base 60 among them (`1:30` is 90), and
     /// adds base-60 digits up without an overflow check: a scalar with a
-    /// colon is not taken for an integer here.
-    private var yamlInt: Int? { node.scalar?.string.contains(":") == true ? nil : node.int }
+    /// colon is not taken for a number here.
+    private var yamlInt: Int? { isBase60 ? nil : node.int }
+    var isBase60: Bool { node.scalar?.style == .plain && node.scalar?.string.contains(":") == true }
 
     // MARK: children
 

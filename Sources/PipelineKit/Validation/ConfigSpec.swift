@@ -91,7 +91,8 @@ public struct ConfigChecker {
             return expect(!text.isEmpty && !text.contains("\0"), node, "\(what) must be a non-empty name")
         case .integer(let min, let max):
             guard let value = node.int, node.node.scalar?.style == .plain else {
-                return expect(false, node, "\(what) must be a whole number, not \(node.kindName) '\(node.string ?? "")'")
+                let base60 = node.isBase60 ? " (base-60 numbers such as 1:30 are not read; write the number, e.g. 90)" : ""
+                return expect(false, node, "\(what) must be a whole number, not \(node.kindName) '\(node.string ?? "")'\(base60)")
             }
             if let min, value < min {
                 return expect(false, node, "\(what) must be at least \(min), not \(value)")
