@@ -637,18 +637,22 @@ final class WindowAggregateTests: XCTestCase {
     // MARK: unusual inputs fail clearly
 
     /// One group `g` anchored at `t`, a month-1 window, and `measures` over events (g, t, v).
+    /// A stage grouping anchors `a` by `g` with one window ending at date `m1` (flow-mapping YAML given).
+    private func smallYAML(dates: String = "{m1: {months: 1}}", attributes: String? = nil, measures: String = "{n: {count: true}}") -> String {
+        """
+        group_by: [g]
+        anchor: {from: a, earliest: t}
+        timezone: UTC
+        as_of: 2030-01-01
+        \(attributes.map { "attributes: \($0)\n" } ?? "")dates: \(dates)
+        events: {from: e, time: t}
+        windows: {month1: {end: m1}}
+        measures: \(measures)
+        """
+    }
+
     private func runSmall(measures: String, eventFields: [Field], events: [[Value]]) throws -> Batch {
-        let yaml = """
-            group_by: [g]
-            anchor: {from: a, earliest: t}
-            timezone: UTC
-            as_of: 2030-01-01
-            dates: {m1: {months: 1}}
-            events: {from: e, time: t}
-            windows: {month1: {end: m1}}
-            measures:
-            \(measures)
-            """
+        let yaml = smallYAML(measures: "\n" + measures)
         let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
         return try F.rows(of: try stage.run(F.context(stageID: "w", inputs: [
             "a": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [[.int(1), .int(F.micros(2020, 1, 1, 12))]]),
@@ -690,16 +694,7 @@ final class WindowAggregateTests: XCTestCase {
         for (offset, expected) in [("months: 9223372036854775807", "months must be between -120000 and 120000 (10,000 years), not 9223372036854775807"),
                                    ("months: -9223372036854775808", "months must be between -120000 and 120000 (10,000 years), not -9223372036854775808"),
                                    ("days: -4000000", "days must be between -3660000 and 3660000 (10,000 years), not -4000000")] {
-            let yaml = """
-                group_by: [g]
-                anchor: {from: a, earliest: t}
-                timezone: UTC
-                as_of: 2030-01-01
-                dates: {m1: {\(offset)}}
-                events: {from: e, time: t}
-                windows: {month1: {end: m1}}
-                measures: {n: {count: true}}
-                """
+            let yaml = smallYAML(dates: "{m1: {\(offset)}}")
             let (build, sink) = F.build("w", inputs: ["a": .relation, "e": .relation])
             _ = try? WindowAggregate(config: try F.config(yaml), build: build)
             XCTAssertEqual(sink.diagnostics.map(\.message), ["stage 'w': date 'm1': \(expected)"])
@@ -708,17 +703,7 @@ final class WindowAggregateTests: XCTestCase {
     }
 
     func testADaysFromValueBeyondAnyDateIsADataErrorNotACrash() throws {
-        let yaml = """
-            group_by: [g]
-            anchor: {from: a, earliest: t}
-            timezone: UTC
-            as_of: 2030-01-01
-            attributes: {length: {anchor: n}}
-            dates: {m1: {days_from: length}}
-            events: {from: e, time: t}
-            windows: {month1: {end: m1}}
-            measures: {n: {count: true}}
-            """
+        let yaml = smallYAML(dates: "{m1: {days_from: length}}", attributes: "{length: {anchor: n}}")
         let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
         // The first overflows 64 bits; the second does not, but is no date PostgreSQL (or a truncation) can take.
         for days in [Int64.max, 3_000_000_000] {
@@ -733,16 +718,7 @@ final class WindowAggregateTests: XCTestCase {
     }
 
     func testAFixedOffsetLandingBeforePostgresFirstDateIsADataError() throws {
-        let yaml = """
-            group_by: [g]
-            anchor: {from: a, earliest: t}
-            timezone: UTC
-            as_of: 2030-01-01
-            dates: {m1: {days: -3660000}}
-            events: {from: e, time: t}
-            windows: {month1: {end: m1}}
-            measures: {n: {count: true}}
-            """
+        let yaml = smallYAML(dates: "{m1: {days: -3660000}}")
         let stage = try F.make(WindowAggregate.self, "w", yaml: yaml, inputs: ["a": .relation, "e": .relation])
         // An anchor in 4000 BC: 10,000 years earlier is no date PostgreSQL stores.
         let start = (CivilDate(year: -3999, month: 1, day: 1).pgDays) * PGTime.microsPerDay
