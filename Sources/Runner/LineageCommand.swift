@@ -122,6 +122,11 @@ extension Runner.Lineage {
             guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
                 throw ValidationError("\(path): \(isDirectory.boolValue ? "is a directory, not a lineage log" : "no such file")")
             }
+            // A pipe would be read until its writer closes it, a device such as /dev/zero for ever.
+            var info = stat()
+            guard stat(absolute, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                throw ValidationError("\(path): is not a file (a pipe, socket or device), not a lineage log")
+            }
             let known = try against.map { try LineageQueries(warehouse: ConnInfo($0)).lastHashes(logPath: absolute) } ?? []
             if against != nil && known.isEmpty {
                 // Checking against nothing would look like a pass.

@@ -114,7 +114,7 @@ public struct WindowAggregate: Stage {
             throw StageBuild.Invalid()
         }
         timezone = zone
-        asOf = CivilDate(iso: config["as_of"]!.string!)!
+        asOf = CivilDate(written: config["as_of"]!.string!)!
         var attributes: [Attribute] = []
         var failed = false
         for entry in config["attributes"]?.entries ?? [] {

@@ -409,7 +409,9 @@ final class ValidationTests: XCTestCase {
 
     func testAConnectionStringLibpqCannotParseNeverShowsItsPassword() {
         // libpq quotes the bad part: here the whole URI, or a password that is not valid percent-encoding.
-        for url in ["postgresql://etl:p%zzS3cret@db/dw", "postgresql://u:S3cret@[bad"] {
+        // A password with a quote of its own ended the hidden part early.
+        for url in ["postgresql://etl:p%zzS3cret@db/dw", "postgresql://u:S3cret@[bad", "postgresql://u:ab\"cd%zzS3cret@h/db",
+                    "postgresql://u:pw@h/db?password=ab\"S3cret%zz", "postgresql://u:SEC\"S3cret@[::1/db"] {
             let text = Self.valid.replacingOccurrences(of: "\"host=/tmp dbname=x\"", with: "\"${SRC_URL}\"")
             let diagnostics = loadDiagnostics(text, options: loadOptions(environment: ["SRC_URL": url]))
             assertSingleDiagnostic(diagnostics, at: (3, 8), contains: ["connection 'src'", "invalid connection string"])

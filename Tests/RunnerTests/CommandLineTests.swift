@@ -80,4 +80,24 @@ final class CommandLineTests: XCTestCase {
             }
         }
     }
+
+    func testVerifyRefusesAPipeOrDeviceInsteadOfReadingItForEver() throws {
+        let pipe = FileManager.default.temporaryDirectory.appendingPathComponent("verify-\(UUID().uuidString).jsonl").path
+        XCTAssertEqual(mkfifo(pipe, 0o600), 0)
+        defer { try? FileManager.default.removeItem(atPath: pipe) }
+        for path in [pipe, "/dev/zero"] {
+            XCTAssertThrowsError(try Runner.Lineage.Verify.parse([path]).run()) { error in
+                XCTAssertTrue(String(describing: error).contains("is not a file (a pipe, socket or device), not a lineage log"), "\(error)")
+            }
+        }
+    }
+
+    func testAnAsOfInYearZeroIsRefusedAsPostgreSQLHasNone() throws {
+        // It ran, and only lineage's mirror failed on it ("date/time field value out of range").
+        XCTAssertThrowsError(try Runner.Run.parse(["p.yaml", "--as-of", "0000-01-01"]).variables.loadOptions()) { error in
+            XCTAssertTrue(String(describing: error).contains("--as-of expects a date YYYY-MM-DD from 0001-01-01, got '0000-01-01'"), "\(error)")
+        }
+        XCTAssertEqual(try Runner.Run.parse(["p.yaml", "--as-of", "0001-01-01"]).variables.loadOptions().asOf,
+                       CivilDate(year: 1, month: 1, day: 1))
+    }
 }

@@ -111,6 +111,20 @@ final class LineageTests: XCTestCase {
         XCTAssertTrue(retry["error"]?.string?.contains("could not serialize access") == true)
     }
 
+    func testALogPathThatIsADirectoryOrAPipeIsRefusedInsteadOfWaitingForAWriter() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lineage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let pipe = directory.appendingPathComponent("events.jsonl").path
+        XCTAssertEqual(mkfifo(pipe, 0o600), 0)
+        for (path, reason) in [(directory.path, "it is a directory"), (pipe, "it is not a file (a pipe, socket or block device)")] {
+            XCTAssertThrowsError(try LineageLog(path: path)) { error in
+                XCTAssertTrue(String(describing: error).contains(reason), "\(error)")
+            }
+        }
+        XCTAssertNil(LineageLog.unusable("/dev/null"), "a device that discards the log is fine")
+    }
+
     // MARK: verify
 
     func writeLog(events count: Int) throws -> (path: String, lines: [String]) {

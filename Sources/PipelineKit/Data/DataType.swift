@@ -152,7 +152,7 @@ extension DataType {
         case .date:
             if text == "infinity" { return .int(PGTime.infiniteDate) }
             if text == "-infinity" { return .int(PGTime.minusInfiniteDate) }
-            return CivilDate(iso: text).map { .int($0.pgDays) }
+            return CivilDate(written: text).map { .int($0.pgDays) }
         case .timestamptz:
             if text == "infinity" { return .int(PGTime.infinity) }
             if text == "-infinity" { return .int(PGTime.minusInfinity) }

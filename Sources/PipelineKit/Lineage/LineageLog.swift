@@ -17,10 +17,7 @@ public final class LineageLog: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let url = URL(fileURLWithPath: path)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            throw LineageLogUnusable(path: path, reason: "it is a directory; give the path of a file")
-        }
+        if let reason = Self.unusable(path) { throw LineageLogUnusable(path: path, reason: reason) }
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             if !FileManager.default.fileExists(atPath: path) {
@@ -35,6 +32,19 @@ public final class LineageLog: @unchecked Sendable {
             // Foundation's file errors print as a dump; their POSIX reason is what helps.
             let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) }
             throw LineageLogUnusable(path: path, reason: reason ?? "\(error)")
+        }
+    }
+
+    /// Why an existing `path` cannot hold a log: a directory, or a pipe or
+    /// socket, whose opening would wait for a writer for ever. A file, or a
+    /// device such as /dev/null, is fine; so is a path that does not exist yet.
+    public static func unusable(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        switch info.st_mode & S_IFMT {
+        case S_IFREG, S_IFCHR: return nil
+        case S_IFDIR: return "it is a directory; give the path of a file"
+        default: return "it is not a file (a pipe, socket or block device); give the path of a file"
         }
     }
 

@@ -53,7 +53,7 @@ public struct VariableValue: Sendable, Hashable {
         case .int: return Int(text) == nil ? "is not a whole number" : nil
         case .number: return Double(text) == nil ? "is not a number" : nil
         case .bool: return ["true", "false"].contains(text) ? nil : "is not true or false"
-        case .date: return CivilDate(iso: text) == nil ? "is not a valid date YYYY-MM-DD" : nil
+        case .date: return CivilDate(written: text) == nil ? "is not a valid date YYYY-MM-DD" : nil
         }
     }
 }

@@ -105,7 +105,7 @@ public struct PipelineLoader: Sendable {
             fileSHA256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(),
             connections: connections,
             variables: variables,
-            asOf: CivilDate(iso: variables["as_of"]?.text ?? "") ?? CivilDate(year: 2000, month: 1, day: 1),
+            asOf: CivilDate(written: variables["as_of"]?.text ?? "") ?? CivilDate(year: 2000, month: 1, day: 1),
             concurrency: defaults?["concurrency"]?.int,
             warehouse: defaults?["warehouse"]?.string,
             stages: stages,
@@ -175,7 +175,7 @@ public struct PipelineLoader: Sendable {
             } else if let text = entry.value.string, entry.value.isScalar {
                 let kind: VariableValue.Kind = entry.value.node.scalar?.style != .plain ? .string
                     : Int(text) != nil ? .int : Double(text) != nil ? .number
-                    : ["true", "false"].contains(text) ? .bool : CivilDate(iso: text) != nil ? .date : .string
+                    : ["true", "false"].contains(text) ? .bool : CivilDate(written: text) != nil ? .date : .string
                 result[entry.key] = VariableValue(kind: kind, text: text)
             } else {
                 sink.error(at: entry.value, "variable '\(entry.key)' must be a value or a mapping with type and default, not \(entry.value.kindName)")

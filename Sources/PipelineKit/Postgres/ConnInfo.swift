@@ -33,9 +33,13 @@ public struct ConnInfo: Sendable, Equatable {
 
     /// libpq quotes the offending part of a string it cannot parse: the
     /// whole URI, or a token that may be the password itself
-    /// (`invalid percent-encoded token: "p%zz..."`). Those parts are hidden.
+    /// (`invalid percent-encoded token: "p%zz..."`). A quoted part can hold
+    /// quotes of its own, so everything from the first quote to the last is hidden.
     static func hidingQuotes(_ message: String) -> String {
-        message.replacing(/"[^"]*"/, with: "\"…\"")
+        guard let first = message.firstIndex(of: "\""), let last = message.lastIndex(of: "\"") else { return message }
+        // A lone quote hides everything after it.
+        let rest = last > first ? message[message.index(after: last)...] : ""
+        return message[..<first] + "\"…\"" + rest
     }
 
     /// The target as `key=value` pairs without the password, for messages

@@ -22,6 +22,14 @@ public struct CivilDate: Sendable, Hashable, Comparable, CustomStringConvertible
         self.init(year: y, month: m, day: d)
     }
 
+    /// A date as a pipeline file or the command line writes it: YYYY-MM-DD
+    /// from 0001-01-01, as PostgreSQL reads it (it has no year 0; the
+    /// proleptic year 0 of `init(iso:)` is its 1 BC).
+    public init?(written text: String) {
+        guard let date = CivilDate(iso: text), date.year >= 1 else { return nil }
+        self = date
+    }
+
     /// Days since 2000-01-01 (PostgreSQL's date epoch).
     public init(pgDays: Int64) {
         // Howard Hinnant's civil_from_days, shifted from 1970 to 2000.

@@ -108,7 +108,7 @@ public struct ConfigChecker {
             return expect(node.bool != nil && node.node.scalar?.style == .plain, node,
                           "\(what) must be true or false, not \(node.kindName) '\(node.string ?? "")'")
         case .date:
-            guard let text = node.string, CivilDate(iso: text) != nil else {
+            guard let text = node.string, CivilDate(written: text) != nil else {
                 return expect(false, node, "\(what) must be a date YYYY-MM-DD, not '\(node.string ?? node.kindName)'")
             }
             return true
