@@ -102,6 +102,15 @@ public struct PgExtract: WatermarkSource {
                     SELECT relkind = 'r' AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = $1::regclass
                     """, [SQL.qualified(table)]).string(0, 0) == "t"
             } ?? false
+            // A row whose key is NULL is above no watermark: an incremental run would never see it.
+            if let tracking, let table {
+                let nullable = try connection.query("""
+                    SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped
+                    """, [SQL.qualified(table), tracking.key]).string(0, 0) == "t"
+                if nullable {
+                    throw StageFailure.config("tracking_key '\(tracking.key)' of \(table) may be NULL, and a row with a NULL key would never be seen by an incremental run; make the column NOT NULL (a primary key is) or track another column")
+                }
+            }
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)

@@ -236,6 +236,13 @@ public struct WindowAggregate: Stage {
                 fields.append(Field(attribute.name, try requireField(column, in: lookups[input]!.schema, of: "lookup '\(input)'").type))
             }
         }
+        for date in dates {
+            // A date's or a numeric's stored integer is no count of days.
+            if case .daysFrom(let attribute) = date.offset, let field = fields.first(where: { $0.name == attribute }),
+               !field.type.isInteger {
+                throw StageFailure.config("date '\(date.name)': days_from needs an integer attribute, and '\(attribute)' is \(field.type)")
+            }
+        }
         fields += dates.map { Field($0.name, .date) }
         for window in windows {
             for measure in measures {

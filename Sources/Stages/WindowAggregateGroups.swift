@@ -298,6 +298,12 @@ struct GroupTable {
             for source in sources.compactMap({ $0 }) where source.field.type.storage != .int {
                 throw StageFailure.config("measure column '\(source.field.name)' must be an integer column, not \(source.field.type)")
             }
+            // A numeric's stored integer counts hundredths (at scale 2): summed as whole units it is 10^scale times too large.
+            for (m, measure) in stage.measures.enumerated() {
+                if case .sum = measure.kind, let source = sources[m], source.field.type.scale != 0 {
+                    throw StageFailure.config("measure '\(measure.name)': sum needs whole numbers, and '\(source.field.name)' is \(source.field.type); cast it to an integer in the extract (e.g. round(\(source.field.name) * 100)::bigint) and set divide_by and scale")
+                }
+            }
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
             }
@@ -483,50 +489,6 @@ enum Rounding {
     }
 
     static func pow10(_ n: Int) -> Int64 { (0..<n).reduce(1) { acc, _ in acc * 10 } }
-}
-
-/// Growable bitsets, one per slot, in one flat array: a compact set of small
-/// dense integers per (group, window, measure).
-struct DistinctBits {
-    private var words: [UInt64] = []
-    private var stride = 0
-    private var slots = 0
-
-    mutating func configure(slots: Int) {
-        self.slots = slots
-        stride = 0
-        words = []
-    }
-
-    mutating func insert(_ value: Int, slot: Int) {
-        let word = value >> 6
-        // Doubling keeps relayouts rare; slots exist for count-distinct measures only.
-        if word >= stride { grow(to: max(word + 1, stride * 2)) }
-        words[slot * stride + word] |= 1 << UInt64(value & 63)
-    }
-
-    /// The number of values in the union of `slots`.
-    func countUnion(slots: [Int]) -> Int {
-        guard stride > 0 else { return 0 }
-        var total = 0
-        for word in 0..<stride {
-            var union: UInt64 = 0
-            for slot in slots { union |= words[slot * stride + word] }
-            total += union.nonzeroBitCount
-        }
-        return total
-    }
-
-    private mutating func grow(to newStride: Int) {
-        var grown = [UInt64](repeating: 0, count: slots * newStride)
-        if stride > 0 {
-            for slot in 0..<slots {
-                for word in 0..<stride { grown[slot * newStride + word] = words[slot * stride + word] }
-            }
-        }
-        words = grown
-        stride = newStride
-    }
 }
 
 /// The measures of a windowAggregate flattened into arrays for the event loop.

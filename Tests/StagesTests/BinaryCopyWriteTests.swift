@@ -168,6 +168,20 @@ final class BinaryCopyWriteTests: XCTestCase {
         }
     }
 
+    func testAnUndeclaredIdentityOrGeneratedColumnFillsItselfAndIsAccepted() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        try connection.execute("""
+            CREATE SCHEMA dw;
+            CREATE TABLE dw.filled (id bigint PRIMARY KEY, v int, serial bigint NOT NULL GENERATED ALWAYS AS IDENTITY,
+                                    twice int NOT NULL GENERATED ALWAYS AS (coalesce(v, 0) * 2) STORED,
+                                    _run_id uuid NOT NULL, _updated_at timestamptz NOT NULL);
+            """)
+        let fields = [Field("id", .bigint), Field("v", .int)]
+        let writer = TableWriter(table: "dw.filled", columns: fields, key: ["id"])
+        _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(F.batch(fields, [[.int(1), .int(21)]])) }
+        XCTAssertEqual(try connection.query("SELECT twice FROM dw.filled").int(0, 0), 42)
+    }
+
     func testAFactColumnDeclaredAsAnotherKindOfValueIsRefusedBeforeWriting() throws {
         // All stored as Int64, but an integer is not a date, a time or a boolean.
         let cases: [(DataType, DataType)] = [(.int, .date), (.bigint, .timestamptz), (.int, .bool), (.date, .int),

@@ -35,6 +35,24 @@ final class SourceReadingTests: XCTestCase {
         }
     }
 
+    func testATrackingKeyThatMayBeNullIsRefusedAsItsNullRowsWouldNeverBeSeen() throws {
+        let database = try TestDatabase.createDatabase("reading")
+        try TestDatabase.connect(database).execute("CREATE TABLE loose (id bigint, v int); CREATE TABLE strict (id bigint PRIMARY KEY, v int)")
+        let definitions = ["source": ConnectionDefinition(name: "source", info: ConnInfo(database), readOnly: true)]
+        for (table, refused) in [("loose", true), ("strict", false)] {
+            let stage = try extract("{connection: source, table: public.\(table), columns: {v: int}, incremental: {tracking_key: id}}")
+            let context = UnitFixture.context(stageID: "e", inputs: [:], connections: definitions)
+            if refused {
+                XCTAssertThrowsError(try stage.run(context)) { error in
+                    guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                    XCTAssertTrue(message.hasPrefix("tracking_key 'id' of public.loose may be NULL"), message)
+                }
+            } else {
+                XCTAssertNoThrow(try stage.run(context))
+            }
+        }
+    }
+
     func testDigitsBeyondTheDeclaredScaleAreRoundedAsAPostgresCastWould() throws {
         let database = try TestDatabase.createDatabase("reading")
         let values = ["1.239", "-1.239", "1.2349", "0.005", "-0.005", "0.0049", "123456.7850001", "0.00001", "9999.995"]

@@ -729,4 +729,28 @@ final class WindowAggregateTests: XCTestCase {
             XCTAssertTrue(message.hasPrefix("date 'm1': ") && message.hasSuffix("is beyond PostgreSQL's dates (4714-11-24 BC to 5874897-12-31)"), message)
         }
     }
+
+    func testASumOfADecimalColumnIsRefusedInsteadOfCountingItsHundredthsAsUnits() throws {
+        let fields = [Field("g", .bigint), Field("t", .timestamptz), Field("v", .numeric(precision: 10, scale: 2))]
+        // Two calls of 60.00 seconds summed to 200.00 minutes instead of 2.00.
+        let events = [[Value.int(1), .int(F.micros(2020, 1, 2)), .int(6000)], [.int(1), .int(F.micros(2020, 1, 3)), .int(6000)]]
+        XCTAssertThrowsError(try runSmall(measures: "  mins: {sum: v, divide_by: 60, scale: 2}", eventFields: fields, events: events)) { error in
+            guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+            XCTAssertTrue(message.hasPrefix("measure 'mins': sum needs whole numbers, and 'v' is numeric(10,2)"), message)
+        }
+    }
+
+    func testDaysFromADecimalOrDateAttributeIsRefusedInsteadOfTakingItsStoredNumberAsDays() throws {
+        let stage = try F.make(WindowAggregate.self, "w", yaml: smallYAML(dates: "{m1: {days_from: length}}", attributes: "{length: {anchor: n}}"),
+                               inputs: ["a": .relation, "e": .relation])
+        for type in [DataType.numeric(precision: 10, scale: 2), .date] {
+            let anchors = F.relation([Field("g", .bigint), Field("t", .timestamptz), Field("n", type)],
+                                     [[.int(1), .int(F.micros(2020, 1, 1)), .int(3000)]])
+            XCTAssertThrowsError(try stage.run(F.context(stageID: "w", inputs: [
+                "a": anchors, "e": F.relation([Field("g", .bigint), Field("t", .timestamptz)], [])]))) { error in
+                guard case StageFailure.config(let message) = error else { return XCTFail("\(error)") }
+                XCTAssertEqual(message, "date 'm1': days_from needs an integer attribute, and 'length' is \(type)")
+            }
+        }
+    }
 }

@@ -198,7 +198,8 @@ public struct TableWriter: Sendable {
         // a unique index on exactly the key; asked in the same round trip.
         let keyNames = "ARRAY[\(key.map(SQL.literal).joined(separator: ", "))]::text[]"
         let existing = try connection.query("""
-            SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND NOT a.atthasdef,
+            SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+                   a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
                    EXISTS (SELECT 1 FROM pg_index i
                            CROSS JOIN LATERAL (SELECT array_agg(k.attname::text) AS names FROM pg_attribute k
                                                WHERE k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey)) keyed
