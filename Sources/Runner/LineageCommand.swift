@@ -122,7 +122,7 @@ extension Runner.Lineage {
             guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
                 throw ValidationError("\(path): \(isDirectory.boolValue ? "is a directory, not a lineage log" : "no such file")")
             }
-            // A pipe would be read until its writer closes it, a device such as /dev/zero for ever.
+            // Foundation refuses a pipe or /dev/zero with a misleading "permission denied".
             var info = stat()
             guard stat(absolute, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
                 throw ValidationError("\(path): is not a file (a pipe, socket or device), not a lineage log")

@@ -16,8 +16,9 @@ struct CopyRelation: KeyRestrictable {
     /// The table the rows come from, locked (ACCESS SHARE) before the read's
     /// snapshot is taken: TRUNCATE is not MVCC-safe, and a read whose snapshot
     /// predates a TRUNCATE that commits before the read reaches the table
-    /// finds it empty, a state no transaction committed. nil for a query, or
-    /// a relation PostgreSQL cannot lock (a materialized or foreign table).
+    /// finds it empty, a state no transaction committed. nil where pgExtract
+    /// does not lock (see PgExtract.run): a query, a view, a partitioned,
+    /// materialized or foreign table, or a reader granted some columns only.
     var lockTable: String? = nil
 
     /// A table read in `streams` block ranges: `SELECT columns FROM table WHERE predicate`.

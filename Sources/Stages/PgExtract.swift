@@ -102,15 +102,6 @@ public struct PgExtract: WatermarkSource {
                     SELECT relkind = 'r' AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = $1::regclass
                     """, [SQL.qualified(table)]).string(0, 0) == "t"
             } ?? false
-            // A row whose key is NULL is above no watermark: an incremental run would never see it.
-            if let tracking, let table {
-                let nullable = try connection.query("""
-                    SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped
-                    """, [SQL.qualified(table), tracking.key]).string(0, 0) == "t"
-                if nullable {
-                    throw StageFailure.config("tracking_key '\(tracking.key)' of \(table) may be NULL, and a row with a NULL key would never be seen by an incremental run; make the column NOT NULL (a primary key is) or track another column")
-                }
-            }
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)
@@ -173,8 +164,19 @@ public struct PgExtract: WatermarkSource {
         // the distance back from the current transaction counter, which is
         // cheaper than widening every xmin through text. A row billions of
         // transactions old can look young again; it is then merely read again.
-        let condition = Self.changeCondition(key: key, high: high, lookback: tracking.lookback, snapshot: snapshot)
-        return reading("SELECT \(columnList) FROM \(SQL.qualified(table!)) WHERE (\(condition))" + (predicate.map { " AND (\($0))" } ?? ""))
+        return reading(Self.changeQuery(columns: columnList, table: table!, key: key, high: high, lookback: tracking.lookback,
+                                        snapshot: snapshot, predicate: predicate))
+    }
+
+    /// The SELECT of an extract's changes. A row whose key is NULL is above
+    /// no watermark: every run reads it again, in an index scan of its own
+    /// (`OR key IS NULL` would turn the key range into a bitmap scan).
+    static func changeQuery(columns: String, table: String, key: String, high: Int64, lookback: Int64, snapshot: String,
+                            predicate: String?) -> String {
+        let select = "SELECT \(columns) FROM \(SQL.qualified(table)) WHERE "
+        let filter = predicate.map { " AND (\($0))" } ?? ""
+        let condition = changeCondition(key: key, high: high, lookback: lookback, snapshot: snapshot)
+        return select + "(\(condition))" + filter + " UNION ALL " + select + "\(key) IS NULL" + filter
     }
 
     /// The rows above `high`, and those up to `lookback` keys below it that

@@ -48,8 +48,8 @@ public struct WindowAggregate: Stage {
             .optional("required", .boolean, "drop groups whose key matches nothing (counted)"),
         ])), "per-group output columns"),
         .optional("dates", .dictionary(.object([
-            .optional("months", .integer(), "start date + this many calendar months (end-of-month clamped), at most ±120000"),
-            .optional("days", .integer(), "start date + this many days, at most ±3660000"),
+            .optional("months", .integer(), "start date + this many calendar months (end-of-month clamped), at most ±\(maxMonths)"),
+            .optional("days", .integer(), "start date + this many days, at most ±\(maxDays)"),
             .optional("days_from", .identifier, "start date + the value of this integer attribute (NULL stays NULL)"),
         ])), "per-group date columns computed from the start date (the anchor's local date)"),
         .required("events", .object([
@@ -239,7 +239,7 @@ public struct WindowAggregate: Stage {
         for date in dates {
             // A date's or a numeric's stored integer is no count of days.
             if case .daysFrom(let attribute) = date.offset, let field = fields.first(where: { $0.name == attribute }),
-               !field.type.isInteger {
+               !(field.type.isExactNumber && field.type.scale == 0) {
                 throw StageFailure.config("date '\(date.name)': days_from needs an integer attribute, and '\(attribute)' is \(field.type)")
             }
         }

@@ -35,6 +35,8 @@ struct GroupTable {
     /// End day per group and window; nil for an open-ended window.
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
+    /// Per measure: the decimal scale of a summed column (its values are stored in units of 10^-scale); nil for other measures.
+    private var sumScales: [Int??] = []
     static let overflow = StageFailure.data("a sum of a window does not fit in 64 bits")
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
@@ -191,10 +193,10 @@ struct GroupTable {
                 case .daysFrom(let position):
                     dateValues.append(try attributeValues[group * attributes + position].intValue.map { days in
                         let (end, overflow) = day.addingReportingOverflow(days)
-                        guard !overflow, PGTime.finiteDays.contains(end) else {
+                        guard !overflow else {
                             throw StageFailure.data("date '\(stage.dates[r].name)': the start date plus \(days) days (attribute '\(stage.attributes[position].name)') is beyond any date")
                         }
-                        return end
+                        return try Self.storable(end, date: stage.dates[r].name)
                     })
                 }
             }
@@ -280,6 +282,7 @@ struct GroupTable {
         var dense = DenseIndexer()
         var overflowed = false, eventsSeen: Int64 = 0
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
+        sumScales = stage.measures.map { if case .sum = $0.kind { .some(nil) } else { nil } }
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
             for key in keys where !key.field.type.isInteger {
@@ -298,11 +301,13 @@ struct GroupTable {
             for source in sources.compactMap({ $0 }) where source.field.type.storage != .int {
                 throw StageFailure.config("measure column '\(source.field.name)' must be an integer column, not \(source.field.type)")
             }
-            // A numeric's stored integer counts hundredths (at scale 2): summed as whole units it is 10^scale times too large.
-            for (m, measure) in stage.measures.enumerated() {
-                if case .sum = measure.kind, let source = sources[m], source.field.type.scale != 0 {
-                    throw StageFailure.config("measure '\(measure.name)': sum needs whole numbers, and '\(source.field.name)' is \(source.field.type); cast it to an integer in the extract (e.g. round(\(source.field.name) * 100)::bigint) and set divide_by and scale")
+            // A numeric is summed as stored, in units of 10^-scale; the output divides that back out.
+            for (m, source) in sources.enumerated() {
+                guard let source, let known = sumScales[m] else { continue }
+                guard known == nil || known == source.field.type.scale else {
+                    throw StageFailure.config("measure column '\(source.field.name)' changed its scale between batches")
                 }
+                sumScales[m] = source.field.type.scale
             }
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
@@ -357,7 +362,11 @@ struct GroupTable {
                 let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
                 let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
-                let op = plan.op[m], clampMin = plan.clampMin[m]
+                let op = plan.op[m]
+                // clamp_min is in the column's units; its values are stored in units of 10^-scale.
+                let (clampMin, clampOverflow) = plan.clampMin[m] == .min ? (Int64.min, false)
+                    : plan.clampMin[m].multipliedReportingOverflow(by: Rounding.pow10(sources[m]?.field.type.scale ?? 0))
+                if clampOverflow { throw Self.overflow }
                 // Sums of 32-bit values over fewer than 2^31 events cannot
                 // overflow: those skip the check in the hot loop (unless
                 // clamp_min lifts the values beyond 32 bits).
@@ -441,9 +450,12 @@ struct GroupTable {
                     case .count: row.append(.int(sum))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
                     case let .sum(_, _, divideBy, scale):
+                        // From units of 10^-inScale to units of 10^-scale, divided by divide_by, rounded once.
+                        let inScale = (sumScales.indices.contains(m) ? sumScales[m] ?? nil : nil) ?? 0
                         let (scaled, overflow) = sum.multipliedReportingOverflow(by: Rounding.pow10(scale))
-                        guard !overflow else { throw Self.overflow }
-                        row.append(.int(Rounding.divide(scaled, by: divideBy)))
+                        let (divisor, tooLarge) = divideBy.multipliedReportingOverflow(by: Rounding.pow10(inScale))
+                        guard !overflow, !tooLarge else { throw Self.overflow }
+                        row.append(.int(Rounding.divide(scaled, by: divisor)))
                     }
                 }
             }

@@ -21,13 +21,15 @@ public struct ConnectionProvider: Sendable {
     /// `application_name` for this stage's sessions.
     public var applicationName: String { Self.applicationName("runner/\(pipelineName)/\(stageID)") }
 
-    /// `name` cut to PostgreSQL's 63 bytes, between characters.
-    public static func applicationName(_ name: String) -> String {
+    /// `name` cut to PostgreSQL's 63 bytes between characters, from the end
+    /// (or, `keepingEnd`, from the front).
+    public static func applicationName(_ name: String, keepingEnd: Bool = false) -> String {
         var bytes = 0
-        return String(name.prefix { character in
+        let fits = { (character: Character) -> Bool in
             bytes += character.utf8.count
             return bytes <= 63
-        })
+        }
+        return keepingEnd ? String(String(name.reversed().prefix(while: fits)).reversed()) : String(name.prefix(while: fits))
     }
 
     /// Runs `body` with a session of the named connection: an idle one of

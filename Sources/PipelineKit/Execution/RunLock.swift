@@ -12,14 +12,9 @@ final class RunLock: @unchecked Sendable {
     static func key(for pipeline: String) -> String { "pipelinekit:" + pipeline }
 
     /// The session's application_name carries the run id, so a second run can name the holder.
-    /// Cut to PostgreSQL's 63 bytes from the front, between characters, so the run id stays.
+    /// Cut from the front, so the run id stays.
     static func applicationName(pipeline: String, runID: UUID) -> String {
-        var bytes = 0
-        let name = "runner/\(pipeline)/lock/\(runID.uuidString.lowercased())"
-        return String(name.reversed().prefix { character in
-            bytes += character.utf8.count
-            return bytes <= 63
-        }.reversed())
+        ConnectionProvider.applicationName("runner/\(pipeline)/lock/\(runID.uuidString.lowercased())", keepingEnd: true)
     }
 
     static func acquire(pipeline: PipelineDefinition, runID: UUID, wait: Bool,
