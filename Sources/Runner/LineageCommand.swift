@@ -118,14 +118,12 @@ extension Runner.Lineage {
 
         func run() throws {
             let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
-            var isDirectory: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: absolute, isDirectory: &isDirectory), !isDirectory.boolValue else {
-                throw ValidationError("\(path): \(isDirectory.boolValue ? "is a directory, not a lineage log" : "no such file")")
-            }
-            // Foundation refuses a pipe or /dev/zero with a misleading "permission denied".
-            var info = stat()
-            guard stat(absolute, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-                throw ValidationError("\(path): is not a file (a pipe, socket or device), not a lineage log")
+            switch LineageLog.fileType(absolute) {
+            case S_IFREG: break
+            case nil: throw ValidationError("\(path): no such file")
+            case S_IFDIR: throw ValidationError("\(path): is a directory, not a lineage log")
+            // Foundation would refuse a pipe or /dev/zero with a misleading "permission denied".
+            default: throw ValidationError("\(path): is not a file (a pipe, socket or device), not a lineage log")
             }
             let known = try against.map { try LineageQueries(warehouse: ConnInfo($0)).lastHashes(logPath: absolute) } ?? []
             if against != nil && known.isEmpty {

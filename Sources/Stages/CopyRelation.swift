@@ -70,7 +70,7 @@ struct CopyRelation: KeyRestrictable {
             do {
                 // The lock comes first, so the snapshot follows any TRUNCATE, and
                 // no TRUNCATE can commit until every stream has read.
-                if let lockTable { try coordinator.execute("LOCK TABLE \(SQL.qualified(lockTable)) IN ACCESS SHARE MODE") }
+                if let lockTable { try coordinator.execute(Self.lockSQL(lockTable)) }
                 found = try coordinator.query("""
                     SELECT pg_export_snapshot(), c.relkind IN ('r', 'm') AND has_table_privilege(c.oid, 'SELECT'),
                            pg_relation_size(c.oid) / current_setting('block_size')::bigint
@@ -114,7 +114,7 @@ struct CopyRelation: KeyRestrictable {
                     try session.execute("SET TRANSACTION SNAPSHOT \(SQL.literal(snapshot))")
                     if let lockTable { try Self.lockBesideCoordinator(lockTable, session) }
                 } else if let lockTable {
-                    try session.execute("LOCK TABLE \(SQL.qualified(lockTable)) IN ACCESS SHARE MODE")
+                    try session.execute(Self.lockSQL(lockTable))
                 }
                 try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
             }
@@ -127,13 +127,16 @@ struct CopyRelation: KeyRestrictable {
         }
     }
 
+    /// The lock a read takes on its table: it conflicts only with TRUNCATE and DDL.
+    private static func lockSQL(_ table: String) -> String { "LOCK TABLE \(SQL.qualified(table)) IN ACCESS SHARE MODE" }
+
     /// A stream's lock on a table its coordinator already holds. Without
     /// waiting: a TRUNCATE queued behind the coordinator would queue the
     /// stream behind itself, and the three would wait for each other for
     /// ever (pg_dump's workers do the same). The read is retried instead.
     static func lockBesideCoordinator(_ table: String, _ session: PGConnection) throws {
         do {
-            try session.execute("LOCK TABLE \(SQL.qualified(table)) IN ACCESS SHARE MODE NOWAIT")
+            try session.execute(Self.lockSQL(table) + " NOWAIT")
         } catch let error as PGError where error.sqlState == "55P03" {
             throw StageFailure.transient("another session asked for an exclusive lock on \(table) (a TRUNCATE or ALTER TABLE?) while it was being read in parallel; the read is given up so that session can go ahead, and retried")
         }

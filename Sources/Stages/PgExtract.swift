@@ -152,20 +152,8 @@ public struct PgExtract: WatermarkSource {
         guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
             throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
         }
-        let key = SQL.ident(tracking.key)
-        // A row below the watermark may have been invisible to the last run
-        // because its transaction was still open. Its creating transaction
-        // (xmin) is then at or above the oldest one still running when the
-        // last run took its snapshot (the snapshot's xmin). Comparing with
-        // that bound rather than asking pg_visible_in_snapshot also covers
-        // rows written in savepoints: a snapshot lists top-level transactions
-        // only. Rows it flags that had committed in time are merely read again.
-        // xmin is 32 bits and wraps around: both are compared by their age,
-        // the distance back from the current transaction counter, which is
-        // cheaper than widening every xmin through text. A row billions of
-        // transactions old can look young again; it is then merely read again.
-        return reading(Self.changeQuery(columns: columnList, table: table!, key: key, high: high, lookback: tracking.lookback,
-                                        snapshot: snapshot, predicate: predicate))
+        return reading(Self.changeQuery(columns: columnList, table: table!, key: SQL.ident(tracking.key), high: high,
+                                        lookback: tracking.lookback, snapshot: snapshot, predicate: predicate))
     }
 
     /// The SELECT of an extract's changes. A row whose key is NULL is above
@@ -182,6 +170,17 @@ public struct PgExtract: WatermarkSource {
     /// The rows above `high`, and those up to `lookback` keys below it that
     /// were inserted by a transaction not older than `snapshot`'s oldest.
     static func changeCondition(key: String, high: Int64, lookback: Int64, snapshot: String) -> String {
+        // A row below the watermark may have been invisible to the last run
+        // because its transaction was still open. Its creating transaction
+        // (xmin) is then at or above the oldest one still running when the
+        // last run took its snapshot (the snapshot's xmin). Comparing with
+        // that bound rather than asking pg_visible_in_snapshot also covers
+        // rows written in savepoints: a snapshot lists top-level transactions
+        // only. Rows it flags that had committed in time are merely read again.
+        // xmin is 32 bits and wraps around: both are compared by their age,
+        // the distance back from the current transaction counter, which is
+        // cheaper than widening every xmin through text. A row billions of
+        // transactions old can look young again; it is then merely read again.
         let oldestOpen = "(pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint % 4294967296)::text::xid"
         let late = "age(xmin) <= age(\(oldestOpen))"
         // One index range over the look-back and everything above it; keys

@@ -35,8 +35,8 @@ struct GroupTable {
     /// End day per group and window; nil for an open-ended window.
     private(set) var windowEnd: [Int64?] = []
     private var sums: [Int64] = []
-    /// Per measure: the decimal scale of a summed column (its values are stored in units of 10^-scale); nil for other measures.
-    private var sumScales: [Int??] = []
+    /// Per measure: the decimal scale of its column (values are stored in units of 10^-scale); 0 without a column.
+    private var scales: [Int] = []
     static let overflow = StageFailure.data("a sum of a window does not fit in 64 bits")
     private var lookupCounts: [Int64] = []
     private var distinct = DistinctBits()
@@ -166,6 +166,7 @@ struct GroupTable {
         if scheduleOnly { return }
         try computeLookupCounts(lookups: lookups)
         sums = [Int64](repeating: 0, count: groupCount * windowCount * measureCount)
+        scales = [Int](repeating: 0, count: measureCount)
     }
 
     private mutating func computeDates() throws {
@@ -282,7 +283,17 @@ struct GroupTable {
         var dense = DenseIndexer()
         var overflowed = false, eventsSeen: Int64 = 0
         distinct.configure(slots: groupCount * windows * plan.distinctCount)
-        sumScales = stage.measures.map { if case .sum = $0.kind { .some(nil) } else { nil } }
+        scales = stage.measures.map { measure in
+            guard case .sum(let column, _, _, _) = measure.kind else { return 0 }
+            return events.schema.first { $0.name == column }?.type.scale ?? 0
+        }
+        // clamp_min is in the column's units, compared with values stored in units of 10^-scale.
+        let clampMins = try stage.measures.indices.map { m -> Int64 in
+            guard plan.clampMin[m] != .min else { return .min }
+            let (clamp, overflow) = plan.clampMin[m].multipliedReportingOverflow(by: Rounding.pow10(scales[m]))
+            if overflow { throw Self.overflow }
+            return clamp
+        }
         try events.scan(context.scan) { batch in
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
             for key in keys where !key.field.type.isInteger {
@@ -300,14 +311,6 @@ struct GroupTable {
             }
             for source in sources.compactMap({ $0 }) where source.field.type.storage != .int {
                 throw StageFailure.config("measure column '\(source.field.name)' must be an integer column, not \(source.field.type)")
-            }
-            // A numeric is summed as stored, in units of 10^-scale; the output divides that back out.
-            for (m, source) in sources.enumerated() {
-                guard let source, let known = sumScales[m] else { continue }
-                guard known == nil || known == source.field.type.scale else {
-                    throw StageFailure.config("measure column '\(source.field.name)' changed its scale between batches")
-                }
-                sumScales[m] = source.field.type.scale
             }
             let filters: [Column?] = try stage.measures.map { measure in
                 try measure.filter.map { batch.columns[try batch.require($0.column, in: what)] }
@@ -362,11 +365,7 @@ struct GroupTable {
                 let filterValues = filters[m]?.ints ?? [], filterNulls = filters[m]?.nulls ?? []
                 let hasFilter = plan.hasFilter[m], atLeast = plan.atLeast[m], atMost = plan.atMost[m]
                 let values = sources[m]?.ints ?? [], nulls = sources[m]?.nulls ?? []
-                let op = plan.op[m]
-                // clamp_min is in the column's units; its values are stored in units of 10^-scale.
-                let (clampMin, clampOverflow) = plan.clampMin[m] == .min ? (Int64.min, false)
-                    : plan.clampMin[m].multipliedReportingOverflow(by: Rounding.pow10(sources[m]?.field.type.scale ?? 0))
-                if clampOverflow { throw Self.overflow }
+                let op = plan.op[m], clampMin = clampMins[m]
                 // Sums of 32-bit values over fewer than 2^31 events cannot
                 // overflow: those skip the check in the hot loop (unless
                 // clamp_min lifts the values beyond 32 bits).
@@ -450,10 +449,10 @@ struct GroupTable {
                     case .count: row.append(.int(sum))
                     case .countLookup: row.append(.int(lookupCounts[base + m]))
                     case let .sum(_, _, divideBy, scale):
-                        // From units of 10^-inScale to units of 10^-scale, divided by divide_by, rounded once.
-                        let inScale = (sumScales.indices.contains(m) ? sumScales[m] ?? nil : nil) ?? 0
+                        // A numeric is summed as stored: from units of 10^-scales[m] to units
+                        // of 10^-scale, divided by divide_by, rounded once.
                         let (scaled, overflow) = sum.multipliedReportingOverflow(by: Rounding.pow10(scale))
-                        let (divisor, tooLarge) = divideBy.multipliedReportingOverflow(by: Rounding.pow10(inScale))
+                        let (divisor, tooLarge) = divideBy.multipliedReportingOverflow(by: Rounding.pow10(scales[m]))
                         guard !overflow, !tooLarge else { throw Self.overflow }
                         row.append(.int(Rounding.divide(scaled, by: divisor)))
                     }

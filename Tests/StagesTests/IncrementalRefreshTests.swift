@@ -170,6 +170,15 @@ final class IncrementalRefreshTests: XCTestCase {
     /// Finds a pair alone in its metric cell (partner, program, cohort month)
     /// and gives it an earlier experience through another partner's number,
     /// which moves it to another cell. Returns the cell it will leave.
+    /// A full refresh, then a source change that moves a pair alone in its cell to another: the cell it left.
+    private func fullRunThenAPairMovedAloneOutOfItsCell() async throws
+        -> (source: String, warehouse: String, left: (partner: String, program: String, cohort: String)) {
+        let source = try Incremental.privateSource()
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        return (source, warehouse, try movePairAloneInItsCell(source: source, warehouse: warehouse))
+    }
+
     private func movePairAloneInItsCell(source: String, warehouse: String) throws -> (partner: String, program: String, cohort: String) {
         let alone = try TestDatabase.connect(warehouse).query("""
             SELECT f.user_id, f.program_id, f.partnerorg_id, m.cohort_month::text, f.program_start::text
@@ -208,10 +217,7 @@ final class IncrementalRefreshTests: XCTestCase {
     }
 
     func testAPairMovedToAnotherCellLeavesNoEmptyMetricRowBehind() async throws {
-        let source = try Incremental.privateSource()
-        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        let left = try movePairAloneInItsCell(source: source, warehouse: warehouse)
+        let (source, warehouse, left) = try await fullRunThenAPairMovedAloneOutOfItsCell()
 
         _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
         XCTAssertEqual(try metricRows(warehouse, inCell: left), 0, "the emptied cell \(left) is still there")
@@ -219,10 +225,7 @@ final class IncrementalRefreshTests: XCTestCase {
     }
 
     func testARerunAfterTheRollupFailedStillDeletesTheCellAPairLeft() async throws {
-        let source = try Incremental.privateSource()
-        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        let left = try movePairAloneInItsCell(source: source, warehouse: warehouse)
+        let (source, warehouse, left) = try await fullRunThenAPairMovedAloneOutOfItsCell()
 
         // The fact write commits, the metric write fails (as if the run were killed between them).
         try await runWhoseRollupFails(source: source, warehouse: warehouse, asOf: "2020-10-15")

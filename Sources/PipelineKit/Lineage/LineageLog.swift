@@ -39,13 +39,17 @@ public final class LineageLog: @unchecked Sendable {
     /// socket, whose opening would wait for a writer for ever. A file, or a
     /// device such as /dev/null, is fine; so is a path that does not exist yet.
     public static func unusable(_ path: String) -> String? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        switch info.st_mode & S_IFMT {
-        case S_IFREG, S_IFCHR: return nil
+        switch fileType(path) {
+        case nil, S_IFREG, S_IFCHR: return nil
         case S_IFDIR: return "it is a directory; give the path of a file"
         default: return "it is not a file (a pipe, socket or block device); give the path of a file"
         }
+    }
+
+    /// The kind of file at `path` (`S_IFREG`, `S_IFDIR`, ...), links followed; nil when there is none.
+    public static func fileType(_ path: String) -> mode_t? {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_mode & S_IFMT : nil
     }
 
     /// The hash of the last complete event and whether the file ends a line.
