@@ -15,7 +15,8 @@ extension Runner {
         @Option(name: .customLong("select"), help: "Run only STAGE, or STAGE+ for it and everything downstream (repeatable).")
         var selectors: [String] = []
 
-        @Option(help: "Stages run at once (default: the number of cores).")
+        // Unconditional, so that `--jobs -1` is told it must be at least 1 instead of "missing value".
+        @Option(parsing: .unconditional, help: "Stages run at once (default: the number of cores).")
         var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
 
         @Flag(help: "Rebuild every table from all source rows instead of refreshing incrementally (also allows an --as-of before the last run's).")

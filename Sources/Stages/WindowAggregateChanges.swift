@@ -37,8 +37,19 @@ struct ChangedGroups {
                 context.logger.info("lookup '\(unknown.key)' cannot say what changed; recomputing every group")
                 return nil
             }
-            self.anchor = Prefetched(anchorChanges, context: context.scan)
-            self.events = Prefetched(eventChanges, context: context.scan)
+            self.anchor = Self.prefetch(anchorChanges, context: context.scan)
+            self.events = Self.prefetch(eventChanges, context: context.scan)
+        }
+
+        /// Changes are read whole, not as far as a bounded read-ahead: a read
+        /// waiting for its consumer keeps its tables locked, and the stage
+        /// meanwhile reads the anchor whole, maybe from one of those tables. A
+        /// TRUNCATE queued behind the first lock would queue that read behind
+        /// itself, and the three would wait for each other for ever, the server
+        /// unable to see it. A day's changes are a few batches; after a long
+        /// pause they are as many as the rows that came (see README, memory).
+        static func prefetch(_ changes: any Relation, context: ScanContext) -> Prefetched {
+            Prefetched.whole(changes, context: context)
         }
     }
 

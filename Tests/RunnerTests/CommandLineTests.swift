@@ -50,6 +50,12 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
+    func testANegativeJobCountIsToldTheLowestItMayBeNotThatItIsMissing() {
+        XCTAssertThrowsError(try Runner.Run.parse(["p", "--jobs", "-1"])) { error in
+            XCTAssertEqual(Runner.Run.message(for: error), "--jobs must be at least 1")
+        }
+    }
+
     func testVarWithoutEqualsAndABadAsOfAreRejectedWithTheValue() throws {
         XCTAssertThrowsError(try Runner.Run.parse(["p", "--var", "novalue"]).variables.loadOptions()) { error in
             XCTAssertTrue("\(error)".contains("'novalue'"), "\(error)")

@@ -223,6 +223,39 @@ final class ParallelExtractTests: XCTestCase {
         _ = try awaitResult(truncate)
     }
 
+    /// A windowAggregate starts its change queries, then reads the anchor
+    /// whole. A change query still waiting for the stage to take its rows
+    /// would keep its table locked; a TRUNCATE queued behind it would hold up
+    /// the stage's read, and nobody would move again.
+    func testChangesReadAheadByAWindowAggregateReleaseTheirTableBeforeTheStageTakesThem() throws {
+        let source = try source(rows: 2_000)
+        let context = ScanContext(
+            connections: ConnectionProvider(pipelineName: "unit", stageID: "changes", definitions: [
+                "source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)], cancellation: Cancellation()),
+            cancellation: Cancellation(), metrics: StageMetrics())
+        // 200 batches: far more than any bounded read-ahead holds.
+        let changes = CopyRelation(connection: "source", sql: "SELECT id FROM public.events", schema: [Field("id", .bigint)],
+                                   batchRows: 10, lockTable: "public.events")
+        let prefetched = ChangedGroups.Inputs.prefetch(changes, context: context)
+        let truncate = try TestDatabase.connect(source)
+        try waitForTheReadsLock(on: "events", observer: truncate)
+        try truncate.execute("SET lock_timeout = '10s'")
+        XCTAssertNoThrow(try truncate.execute("BEGIN; TRUNCATE events; ROLLBACK"), "the change query kept its lock")
+        XCTAssertEqual(try prefetched.materialize(context).count, 2_000)
+    }
+
+    /// Returns once a session other than `observer` holds a lock on `table`,
+    /// or after 10 s: a read that is not held up may be over before it is seen.
+    private func waitForTheReadsLock(on table: String, observer: PGConnection) throws {
+        for _ in 0..<200 {
+            let held = try observer.query("""
+                SELECT count(*) FROM pg_locks WHERE relation = '\(table)'::regclass AND granted AND pid <> pg_backend_pid()
+                """).int(0, 0) ?? 0
+            if held > 0 { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
     /// The relation pgExtract makes for `from` (a `table:` or `query:` line), read as `conninfo`.
     private func extracted(_ from: String, parallel: Int = 1, as conninfo: String) throws -> (CopyRelation, StageContext) {
         let yaml = "connection: source\n\(from)\ncolumns: {id: bigint}" + (parallel > 1 ? "\nparallel: \(parallel)" : "")

@@ -214,4 +214,61 @@ final class ReliabilityTests: XCTestCase {
         XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT count(*) FROM lineage.dataset_writes").int(0, 0), 0,
                        "no lineage claims a write that rolled back")
     }
+
+    func testAStageWaitingForAnotherSessionsLockSaysWhoHoldsItAndGoesOnOnceItIsReleased() async throws {
+        let source = try TestDatabase.createDatabase("locked_src")
+        let warehouse = try TestDatabase.createDatabase("locked_dw")
+        let holder = try TestDatabase.connect(source)
+        try holder.execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events SELECT g, g FROM generate_series(1, 10) g")
+        try holder.execute("SET application_name = 'nightly-reload'; BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        let holderPID = try holder.query("SELECT pg_backend_pid()").int(0, 0) ?? 0
+        let pipeline = try load(Self.header + """
+              - id: events
+                type: pgExtract
+                config: {connection: source, table: public.events, columns: {id: bigint, v: int}}
+              - id: copied
+                type: factUpsert
+                inputs: [events]
+                config: {from: events, connection: warehouse, table: dw.events, key: id, columns: {id: bigint, v: int}}
+            """, source: source, warehouse: warehouse)
+        let log = CapturedLog()
+        var logger = Logger(label: "test") { _ in log }
+        logger.logLevel = .warning
+        let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger, sleep: { _ in },
+                                                                                    reportLockWaitsAfter: 0.3))
+        let run = Task { try await executor.run() }
+        let deadline = Date().addingTimeInterval(30)
+        while !log.messages.contains(where: { $0.contains("blocked by") }) && Date() < deadline {
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        try holder.execute("ROLLBACK")
+        let report = try await run.value
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let warning = try XCTUnwrap(log.messages.first { $0.contains("blocked by") }, "no lock wait was reported: \(log.messages)")
+        for part in ["AccessShareLock on events", "pid \(holderPID)", "application 'nightly-reload'", "idle in transaction",
+                     "connection 'source'", "[stage=events]"] {
+            XCTAssertTrue(warning.contains(part), "'\(part)' missing from: \(warning)")
+        }
+    }
+}
+
+/// Log lines of a run, as `message [key=value ...]`.
+final class CapturedLog: LogHandler, @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    var messages: [String] { lock.withLock { lines } }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let all = metadata.merging(event.metadata ?? [:]) { $1 }
+        let text = "\(event.message) " + all.filter { $0.key == "stage" }.map { "[\($0.key)=\($0.value)]" }.joined()
+        lock.withLock { lines.append(text) }
+    }
 }

@@ -7,6 +7,8 @@ import Foundation
 ///
 /// It can be scanned once. If it is dropped unscanned or the scan stops
 /// early, the reader is told to stop.
+///
+/// `whole(_:context:)` reads to the end without waiting for the scan.
 public final class Prefetched: Relation, @unchecked Sendable {
     public let schema: [Field]
     private let pipe: BatchPipe
@@ -18,6 +20,13 @@ public final class Prefetched: Relation, @unchecked Sendable {
         schema = relation.schema
         pipe = BatchPipe(capacity: max(1, capacity))
         pipe.startProducer { emit in try relation.scan(context, emit) }
+    }
+
+    /// Starts reading `relation` to its end, holding every batch until the
+    /// scan takes it: for a read that must not stay open, and keep its
+    /// session's locks, until its consumer gets to it. Memory grows with the rows.
+    public static func whole(_ relation: any Relation, context: ScanContext) -> Prefetched {
+        Prefetched(relation, context: context, capacity: .max)
     }
 
     deinit { pipe.abandon() }

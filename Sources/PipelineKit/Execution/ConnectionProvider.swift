@@ -8,14 +8,17 @@ public struct ConnectionProvider: Sendable {
     let cancellation: Cancellation
     /// The run's idle sessions; without one every `with` opens its own.
     let pool: SessionPool?
+    /// Reports sessions that wait for another session's lock; none without it.
+    let lockWaits: LockWaits?
 
-    public init(pipelineName: String, stageID: String,
-                definitions: [String: ConnectionDefinition], cancellation: Cancellation, pool: SessionPool? = nil) {
+    public init(pipelineName: String, stageID: String, definitions: [String: ConnectionDefinition],
+                cancellation: Cancellation, pool: SessionPool? = nil, lockWaits: LockWaits? = nil) {
         self.pipelineName = pipelineName
         self.stageID = stageID
         self.definitions = definitions
         self.cancellation = cancellation
         self.pool = pool
+        self.lockWaits = lockWaits
     }
 
     /// `application_name` for this stage's sessions.
@@ -58,9 +61,13 @@ public struct ConnectionProvider: Sendable {
             }
         }
         cancellation.track(connection)
+        lockWaits?.watch(connection, connection: name, stageID: stageID)
         let result: R
         do {
-            defer { cancellation.untrack(connection) }
+            defer {
+                cancellation.untrack(connection)
+                lockWaits?.unwatch(connection)
+            }
             try cancellation.check()
             result = try body(connection)
         }

@@ -17,6 +17,9 @@ public struct RunOptions: Sendable {
     public var sleep: @Sendable (Double) async -> Void
     /// Uniform random numbers in [0, 1) for jitter; injectable for tests.
     public var random: @Sendable () -> Double
+    /// A stage's session that has waited this long for another session's
+    /// lock is reported in the log, with who holds it (see LockWaits).
+    public var reportLockWaitsAfter: TimeInterval
 
     public init(jobs: Int = ProcessInfo.processInfo.activeProcessorCount, selectors: [String] = [],
                 fullRefresh: Bool = false, waitForLock: Bool = false,
@@ -27,7 +30,8 @@ public struct RunOptions: Sendable {
                     let bounded = seconds.isFinite ? Swift.min(Swift.max(seconds, 0), DurationText.maxSeconds) : 0
                     try? await Task.sleep(nanoseconds: UInt64(bounded * 1e9))
                 },
-                random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }) {
+                random: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+                reportLockWaitsAfter: TimeInterval = 10) {
         self.jobs = max(1, jobs)
         self.selectors = selectors
         self.fullRefresh = fullRefresh
@@ -37,6 +41,7 @@ public struct RunOptions: Sendable {
         self.lineageLog = lineageLog
         self.sleep = sleep
         self.random = random
+        self.reportLockWaitsAfter = reportLockWaitsAfter
     }
 }
 
@@ -49,6 +54,7 @@ public final class PipelineExecutor: Sendable {
     public let runID: UUID
     private let cancellation = Cancellation()
     private let observers: [any RunObserver]
+    private let lockWaits: LockWaits
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
@@ -56,6 +62,10 @@ public final class PipelineExecutor: Sendable {
         self.runID = runID
         plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
         observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
+        var logger = options.logger
+        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
+        lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: logger,
+                              after: options.reportLockWaitsAfter)
     }
 
     /// Stops scheduling, interrupts running statements (their transactions
@@ -79,6 +89,7 @@ public final class PipelineExecutor: Sendable {
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
         defer { sessions.close() }
+        defer { lockWaits.stop() }
         // Decided under the lock, so no concurrent run moves the state in between.
         let (pipeline, plan, options, cancellation) = (self.pipeline, self.plan, self.options, self.cancellation)
         let refresh: RefreshPlan?
@@ -204,7 +215,8 @@ public final class PipelineExecutor: Sendable {
                 variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,
                 inputs: inputs,
                 connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
-                                                definitions: pipeline.connections, cancellation: cancellation, pool: sessions),
+                                                definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
+                                                lockWaits: lockWaits),
                 cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse,
                 refresh: info.refresh)
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
