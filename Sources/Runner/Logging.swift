@@ -6,7 +6,7 @@ enum LogSetup {
     static func logger(format: LogFormat) -> Logger {
         let requested = ProcessInfo.processInfo.environment["RUNNER_LOG_LEVEL"]
         let level = requested.flatMap { Logger.Level(rawValue: $0.lowercased()) }
-        var logger = Logger(label: "runner") { label in
+        let logger = Logger(label: "runner") { label in
             var handler: LogHandler = format == .json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
             handler.logLevel = level ?? .info
             return handler

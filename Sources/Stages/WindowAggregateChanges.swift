@@ -37,8 +37,17 @@ struct ChangedGroups {
                 context.logger.info("lookup '\(unknown.key)' cannot say what changed; recomputing every group")
                 return nil
             }
-            self.anchor = Self.prefetch(anchorChanges, context: context.scan)
-            self.events = Self.prefetch(eventChanges, context: context.scan)
+            self.anchor = Self.prefetch(Self.narrowed(anchorChanges, to: stage.groupBy), context: context.scan)
+            self.events = Self.prefetch(Self.narrowed(eventChanges, to: stage.groupBy + [stage.eventTime]), context: context.scan)
+        }
+
+        /// Only the columns that finding the changed groups reads, since the changes are held whole.
+        static func narrowed(_ changes: any Relation, to names: [String]) -> any Relation {
+            guard let copy = changes as? CopyRelation else { return changes }
+            let fields = copy.schema.filter { names.contains($0.name) }
+            // A missing column is reported by the scan that needs it.
+            guard Set(fields.map(\.name)) == Set(names) else { return changes }
+            return copy.filtered("true", columns: fields)
         }
 
         /// Changes are read whole, not as far as a bounded read-ahead: a read
@@ -47,7 +56,8 @@ struct ChangedGroups {
         /// TRUNCATE queued behind the first lock would queue that read behind
         /// itself, and the three would wait for each other for ever, the server
         /// unable to see it. A day's changes are a few batches; after a long
-        /// pause they are as many as the rows that came (see README, memory).
+        /// pause they are as many as the rows that came, and rows whose
+        /// tracking key is NULL are among them every time (see README).
         static func prefetch(_ changes: any Relation, context: ScanContext) -> Prefetched {
             Prefetched.whole(changes, context: context)
         }

@@ -233,9 +233,9 @@ final class ParallelExtractTests: XCTestCase {
             connections: ConnectionProvider(pipelineName: "unit", stageID: "changes", definitions: [
                 "source": ConnectionDefinition(name: "source", info: ConnInfo(source), readOnly: true)], cancellation: Cancellation()),
             cancellation: Cancellation(), metrics: StageMetrics())
-        // 200 batches: far more than any bounded read-ahead holds.
-        let changes = CopyRelation(connection: "source", sql: "SELECT id FROM public.events", schema: [Field("id", .bigint)],
-                                   batchRows: 10, lockTable: "public.events")
+        // 200 batches, far more than a bounded read-ahead holds, sent over about a second (so the lock is seen).
+        let changes = CopyRelation(connection: "source", sql: "SELECT id FROM public.events WHERE pg_sleep(0.0005) IS NOT NULL",
+                                   schema: [Field("id", .bigint)], batchRows: 10, lockTable: "public.events")
         let prefetched = ChangedGroups.Inputs.prefetch(changes, context: context)
         let truncate = try TestDatabase.connect(source)
         try waitForTheReadsLock(on: "events", observer: truncate)
@@ -244,16 +244,16 @@ final class ParallelExtractTests: XCTestCase {
         XCTAssertEqual(try prefetched.materialize(context).count, 2_000)
     }
 
-    /// Returns once a session other than `observer` holds a lock on `table`,
-    /// or after 10 s: a read that is not held up may be over before it is seen.
     private func waitForTheReadsLock(on table: String, observer: PGConnection) throws {
         for _ in 0..<200 {
             let held = try observer.query("""
                 SELECT count(*) FROM pg_locks WHERE relation = '\(table)'::regclass AND granted AND pid <> pg_backend_pid()
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
                 """).int(0, 0) ?? 0
             if held > 0 { return }
-            Thread.sleep(forTimeInterval: 0.05)
+            Thread.sleep(forTimeInterval: 0.01)
         }
+        XCTFail("the read never locked \(table)")
     }
 
     /// The relation pgExtract makes for `from` (a `table:` or `query:` line), read as `conninfo`.

@@ -216,6 +216,16 @@ final class ReliabilityTests: XCTestCase {
     }
 
     func testAStageWaitingForAnotherSessionsLockSaysWhoHoldsItAndGoesOnOnceItIsReleased() async throws {
+        try await assertALockWaitIsReported(tracked: false, stage: "events")
+    }
+
+    func testTheRefreshDecisionWaitingForALockIsReportedToo() async throws {
+        try await assertALockWaitIsReported(tracked: true, stage: "refresh")
+    }
+
+    /// Another session holds the source table while a run starts: the run
+    /// waits, says who it waits for, and succeeds once the lock is released.
+    private func assertALockWaitIsReported(tracked: Bool, stage: String) async throws {
         let source = try TestDatabase.createDatabase("locked_src")
         let warehouse = try TestDatabase.createDatabase("locked_dw")
         let holder = try TestDatabase.connect(source)
@@ -225,7 +235,7 @@ final class ReliabilityTests: XCTestCase {
         let pipeline = try load(Self.header + """
               - id: events
                 type: pgExtract
-                config: {connection: source, table: public.events, columns: {id: bigint, v: int}}
+                config: {connection: source, table: public.events, columns: {id: bigint, v: int}\(tracked ? ", incremental: {tracking_key: id}" : "")}
               - id: copied
                 type: factUpsert
                 inputs: [events]
@@ -245,8 +255,8 @@ final class ReliabilityTests: XCTestCase {
         let report = try await run.value
         XCTAssertEqual(report.status, .succeeded, report.summaryTable)
         let warning = try XCTUnwrap(log.messages.first { $0.contains("blocked by") }, "no lock wait was reported: \(log.messages)")
-        for part in ["AccessShareLock on events", "pid \(holderPID)", "application 'nightly-reload'", "idle in transaction",
-                     "connection 'source'", "[stage=events]"] {
+        for part in ["AccessShareLock on events", "pid \(holderPID) (holds it", "application 'nightly-reload'", "idle in transaction",
+                     "connection 'source'", "[stage=\(stage)]"] {
             XCTAssertTrue(warning.contains(part), "'\(part)' missing from: \(warning)")
         }
     }

@@ -61,7 +61,7 @@ public struct ConnectionProvider: Sendable {
             }
         }
         cancellation.track(connection)
-        lockWaits?.watch(connection, connection: name, stageID: stageID)
+        lockWaits?.watch(connection, connection: name, stageID: stageID, applicationName: applicationName)
         let result: R
         do {
             defer {

@@ -1,20 +1,20 @@
 import Foundation
 import Logging
 
-/// Says in the log when a run's session waits for a lock that another
-/// session holds, and whose. A statement blocked by someone's open
-/// transaction (a `TRUNCATE`, an `ALTER TABLE`, a psql session left idle in
-/// transaction) waits as psql would, as long as that session keeps it; from
-/// cron it would look like a hang.
+/// Says in the log when a run's session has waited long for a lock, and for
+/// whom. A statement blocked by someone's open transaction (a `TRUNCATE`, an
+/// `ALTER TABLE`, a psql session left idle in a transaction) waits as psql
+/// would, as long as that session keeps it; from cron it would look like a hang.
 ///
-/// A thread looks at each session a stage has held longer than `after`,
-/// once per `after`, by asking the server from a session of its own per
-/// connection (opened only then). A wait is reported when first seen, then
-/// every `every` while it lasts. Nothing the other session ran is logged:
-/// its statement could hold a secret.
+/// A thread looks at each session a stage has held longer than `after`, once
+/// per `after`, asking the server from a session of its own per connection
+/// (opened only then, kept until the run ends). A wait is reported once it
+/// has lasted `after`, then every `every` while it lasts. Nothing the other
+/// sessions ran is logged: a statement could hold a secret.
 public final class LockWaits: @unchecked Sendable {
     private struct Watched {
         let pid: Int32
+        let applicationName: String
         let connection: String
         let stageID: String
         let since: Date
@@ -31,22 +31,24 @@ public final class LockWaits: @unchecked Sendable {
     private let logger: Logger
     private let after: TimeInterval
     private let every: TimeInterval
-    /// The watcher's own sessions, by connection name; touched by its thread only.
+    // Touched by the watcher thread only.
     private var observers: [String: PGConnection] = [:]
+    private var unreachable: [String: Date] = [:]
 
     public init(pipelineName: String, definitions: [String: ConnectionDefinition], logger: Logger,
                 after: TimeInterval = 10, every: TimeInterval = 60) {
         self.definitions = definitions
         applicationName = ConnectionProvider.applicationName("runner/\(pipelineName)/lock-watch")
         self.logger = logger
-        self.after = after
-        self.every = every
+        self.after = max(after, 0.05)
+        self.every = max(every, self.after)
     }
 
-    /// Watches `session` of `connection` while `stageID` uses it.
-    func watch(_ session: PGConnection, connection: String, stageID: String) {
+    /// Watches `session` of `connection` while `stageID` uses it under `applicationName`.
+    func watch(_ session: PGConnection, connection: String, stageID: String, applicationName: String) {
         let now = Date()
-        let entry = Watched(pid: session.backendPID, connection: connection, stageID: stageID, since: now, checked: now)
+        let entry = Watched(pid: session.backendPID, applicationName: applicationName, connection: connection,
+                            stageID: stageID, since: now, checked: now)
         condition.withLock {
             guard !stopped else { return }
             watched[ObjectIdentifier(session)] = entry
@@ -87,42 +89,38 @@ public final class LockWaits: @unchecked Sendable {
 
     private func check(_ key: ObjectIdentifier, _ entry: Watched) {
         let now = Date()
-        var reported = entry.reported
         let reportDue = entry.reported.map { now.timeIntervalSince($0) >= every } ?? true
-        if reportDue, let blockers = try? blockers(of: entry) {
-            var logger = self.logger
-            logger[metadataKey: "stage"] = .string(entry.stageID)
-            logger.warning("\(blockers.message(connection: entry.connection))")
-            reported = now
-        }
-        condition.withLock {
-            // Still the same use of the session (it may have been given back and taken again).
-            guard watched[key]?.since == entry.since else { return }
+        let wait = reportDue ? lockWait(of: entry) : nil
+        let stillInUse = condition.withLock { () -> Bool in
+            // The same use of the session: it may have gone back to the pool and on to another stage.
+            guard watched[key]?.since == entry.since else { return false }
             watched[key]?.checked = now
-            watched[key]?.reported = reported
+            if wait != nil { watched[key]?.reported = now }
+            return true
         }
+        guard stillInUse, let wait else { return }
+        var logger = self.logger
+        logger[metadataKey: "stage"] = .string(entry.stageID)
+        logger.warning("\(wait.message(connection: entry.connection))")
     }
 
-    /// What a session waits for, for how long, and behind whom.
-    struct Blockers: Equatable {
-        let lock: String
-        let seconds: Int
-        let holders: [String]
-
-        func message(connection: String) -> String {
-            "a statement on connection '\(connection)' has waited \(seconds) s for \(lock), blocked by "
-                + holders.joined(separator: "; ")
-                + "; it goes on once they end their transactions (pg_terminate_backend(pid) ends one)"
-        }
-    }
-
-    private func blockers(of entry: Watched) throws -> Blockers? {
-        let observer = try observer(for: entry.connection)
+    private func lockWait(of entry: Watched) -> LockWait? {
+        if let failed = unreachable[entry.connection], Date().timeIntervalSince(failed) < every { return nil }
         do {
-            return try Self.blockers(of: entry.pid, asking: observer)
+            let observer = try observer(for: entry.connection)
+            do {
+                defer { unreachable[entry.connection] = nil }
+                return try Self.lockWait(of: entry.pid, named: entry.applicationName, longerThan: after, asking: observer)
+            } catch {
+                observers[entry.connection] = nil
+                throw error
+            }
         } catch {
-            observers[entry.connection] = nil  // opened again next time
-            throw error
+            // Said once a minute at most: the run itself goes on.
+            unreachable[entry.connection] = Date()
+            logger.info("cannot look for lock waits", metadata: ["connection": .string(entry.connection),
+                                                                 "error": .string("\(error)")])
+            return nil
         }
     }
 
@@ -134,31 +132,59 @@ public final class LockWaits: @unchecked Sendable {
         return opened
     }
 
-    /// Asks the server what backend `pid` waits for. Only what pg_locks and
-    /// pg_stat_activity show any role is used: a holder of another role shows
-    /// no state, and nobody's statement is read.
-    static func blockers(of pid: Int32, asking observer: PGConnection) throws -> Blockers? {
+    /// A lock a session has waited for, and the sessions ahead of it.
+    struct LockWait: Equatable {
+        let lock: String
+        let seconds: Int
+        let blockers: [String]
+
+        func message(connection: String) -> String {
+            "a statement on connection '\(connection)' has waited \(seconds) s for \(lock), blocked by "
+                + blockers.joined(separator: "; ")
+                + "; it goes on once the holders end their transactions (pg_terminate_backend(pid) ends one)"
+        }
+    }
+
+    /// What backend `pid` has waited for longer than `seconds`, if anything.
+    /// The application name must match too: behind a pooler, or with several
+    /// hosts in the conninfo, the pid may be another server's. Only what
+    /// pg_locks and pg_stat_activity show any role is used (a session of
+    /// another role shows no state), and nobody's statement is read.
+    static func lockWait(of pid: Int32, named applicationName: String, longerThan seconds: TimeInterval,
+                         asking observer: PGConnection) throws -> LockWait? {
+        // The lock table is read only for a session that is waiting at all.
+        let waiting = try observer.query("""
+            SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND application_name = $2 AND wait_event_type = 'Lock'
+            """, [String(pid), applicationName])
+        guard waiting.rowCount > 0 else { return nil }
         let found = try observer.query("""
             SELECT CASE WHEN l.locktype = 'transactionid' THEN 'rows another transaction is changing'
                         ELSE coalesce(l.mode || ' on ' || l.relation::regclass::text, l.mode || ' (' || l.locktype || ')') END,
-                   extract(epoch FROM clock_timestamp() - a.query_start)::bigint::text, b.pid::text, b.application_name, b.usename, b.state,
-                   to_char(b.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
-            FROM pg_stat_activity a
-            JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
-            CROSS JOIN LATERAL unnest(pg_blocking_pids(a.pid)) AS blocker(pid)
-            LEFT JOIN pg_stat_activity b ON b.pid = blocker.pid
-            WHERE a.pid = $1 AND a.wait_event_type = 'Lock'
-            ORDER BY b.pid
-            """, [String(pid)])
+                   extract(epoch FROM clock_timestamp() - l.waitstart)::bigint::text,
+                   b.pid::text,
+                   EXISTS (SELECT FROM pg_locks h WHERE h.pid = b.pid AND h.granted AND h.locktype = l.locktype
+                             AND h.database IS NOT DISTINCT FROM l.database AND h.relation IS NOT DISTINCT FROM l.relation
+                             AND h.page IS NOT DISTINCT FROM l.page AND h.tuple IS NOT DISTINCT FROM l.tuple
+                             AND h.transactionid IS NOT DISTINCT FROM l.transactionid
+                             AND h.classid IS NOT DISTINCT FROM l.classid AND h.objid IS NOT DISTINCT FROM l.objid
+                             AND h.objsubid IS NOT DISTINCT FROM l.objsubid),
+                   s.application_name, s.usename, s.state,
+                   to_char(s.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
+            FROM pg_locks l
+            CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(pid)
+            LEFT JOIN pg_stat_activity s ON s.pid = b.pid
+            WHERE l.pid = $1 AND NOT l.granted AND l.waitstart <= clock_timestamp() - make_interval(secs => $2)
+            ORDER BY 4 DESC, b.pid
+            """, [String(pid), String(seconds)])
         guard found.rowCount > 0, let lock = found.string(0, 0) else { return nil }
-        let holders = (0..<found.rowCount).map { row -> String in
-            var details: [String] = []
-            if let name = found.string(row, 3), !name.isEmpty { details.append("application '\(name)'") }
-            if let user = found.string(row, 4) { details.append("user '\(user)'") }
-            if let state = found.string(row, 5) { details.append(state) }
-            if let since = found.string(row, 6) { details.append("in a transaction since \(since)") }
-            return "pid \(found.string(row, 2) ?? "?")" + (details.isEmpty ? "" : " (\(details.joined(separator: ", ")))")
+        let blockers = (0..<found.rowCount).map { row -> String in
+            var details = [found.string(row, 3) == "t" ? "holds it" : "waits for it too, ahead"]
+            if let name = found.string(row, 4), !name.isEmpty { details.append("application '\(name)'") }
+            if let user = found.string(row, 5) { details.append("user '\(user)'") }
+            if let state = found.string(row, 6) { details.append(state) }
+            if let since = found.string(row, 7) { details.append("in a transaction since \(since)") }
+            return "pid \(found.string(row, 2) ?? "?") (\(details.joined(separator: ", ")))"
         }
-        return Blockers(lock: lock, seconds: found.string(0, 1).flatMap { Int($0) } ?? 0, holders: holders)
+        return LockWait(lock: lock, seconds: found.string(0, 1).flatMap { Int($0) } ?? 0, blockers: blockers)
     }
 }

@@ -54,7 +54,6 @@ public final class PipelineExecutor: Sendable {
     public let runID: UUID
     private let cancellation = Cancellation()
     private let observers: [any RunObserver]
-    private let lockWaits: LockWaits
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
@@ -62,10 +61,6 @@ public final class PipelineExecutor: Sendable {
         self.runID = runID
         plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
         observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
-        var logger = options.logger
-        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
-        lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: logger,
-                              after: options.reportLockWaitsAfter)
     }
 
     /// Stops scheduling, interrupts running statements (their transactions
@@ -89,6 +84,10 @@ public final class PipelineExecutor: Sendable {
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
         defer { sessions.close() }
+        var runLogger = options.logger
+        runLogger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
+        let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: runLogger,
+                                  after: options.reportLockWaitsAfter)
         defer { lockWaits.stop() }
         // Decided under the lock, so no concurrent run moves the state in between.
         let (pipeline, plan, options, cancellation) = (self.pipeline, self.plan, self.options, self.cancellation)
@@ -96,7 +95,7 @@ public final class PipelineExecutor: Sendable {
         do {
             refresh = try await onOwnThread {
                 try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, cancellation: cancellation,
-                                        sessions: sessions)
+                                        sessions: sessions, lockWaits: lockWaits)
             }
         } catch where cancellation.isCancelled {
             return abortedBeforeStart(startedAt)
@@ -104,7 +103,7 @@ public final class PipelineExecutor: Sendable {
         if let refresh { options.logger.info("\(refresh.summary)") }
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
-        let reports = await schedule(info, sessions: sessions)
+        let reports = await schedule(info, sessions: sessions, lockWaits: lockWaits)
         let stages = plan.order.compactMap { reports[$0] }
         let status: RunReport.Status = cancellation.isCancelled || stages.contains { $0.status == .aborted } ? .aborted
             : stages.contains { $0.status == .failed || $0.status == .skipped } ? .failed : .succeeded
@@ -145,7 +144,7 @@ public final class PipelineExecutor: Sendable {
         return plan.inputs[id, default: []]
     }
 
-    private func schedule(_ info: RunInfo, sessions: SessionPool) async -> [String: StageReport] {
+    private func schedule(_ info: RunInfo, sessions: SessionPool, lockWaits: LockWaits) async -> [String: StageReport] {
         let needed = self.needed
         var reports: [String: StageReport] = [:]
         var outputs: [String: StageOutput] = [:]
@@ -172,7 +171,8 @@ public final class PipelineExecutor: Sendable {
                     let stageInputs = outputs.filter { inputs.contains($0.key) }
                     running += 1
                     let restore = !plan.selected.contains(id)
-                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info, sessions: sessions) }
+                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info,
+                                                                sessions: sessions, lockWaits: lockWaits) }
                 }
             }
             launchReady()
@@ -197,7 +197,7 @@ public final class PipelineExecutor: Sendable {
     }
 
     private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
-                         info: RunInfo, sessions: SessionPool) async -> (StageReport, StageOutput?) {
+                         info: RunInfo, sessions: SessionPool, lockWaits: LockWaits) async -> (StageReport, StageOutput?) {
         var logger = options.logger
         logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         logger[metadataKey: "stage"] = .string(stage.id)

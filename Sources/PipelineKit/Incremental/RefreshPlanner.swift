@@ -8,7 +8,7 @@ import Logging
 enum RefreshPlanner {
     /// nil when the pipeline tracks no extract (every run is a full refresh).
     static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions,
-                     cancellation: Cancellation, sessions: SessionPool? = nil) throws -> RefreshPlan? {
+                     cancellation: Cancellation, sessions: SessionPool? = nil, lockWaits: LockWaits? = nil) throws -> RefreshPlan? {
         let sources = pipeline.stages.compactMap { stage in
             (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) }
         }
@@ -18,7 +18,8 @@ enum RefreshPlanner {
             return nil
         }
         let connections = ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
-                                             definitions: pipeline.connections, cancellation: cancellation, pool: sessions)
+                                             definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
+                                             lockWaits: lockWaits)
         let (current, unreadable) = try watermarks(of: sources, connections: connections, logger: options.logger,
                                                    cancellation: cancellation)
         let fingerprint = RefreshFingerprint(pipeline: pipeline)
