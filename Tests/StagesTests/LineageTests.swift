@@ -161,6 +161,30 @@ final class LineageTests: XCTestCase {
         XCTAssertEqual(recorded.int(0, 1), 0)
     }
 
+    func testARunWhoseMirrorSessionIsEndedStillRecordsItsOutcomeThere() async throws {
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let pipeline = try Dost.loadPipeline(yaml: try Dost.yamlWithSlowCalls(pause: 2), source: try Dost.sourceDatabase(),
+                                             warehouse: warehouse)
+        let run = Task { try await Dost.run(pipeline) }
+        let admin = try TestDatabase.connect(warehouse)
+        var ended = 0
+        for _ in 0..<300 where ended == 0 {
+            ended = try admin.query("""
+                SELECT count(*) FROM pg_stat_activity, pg_terminate_backend(pid)
+                WHERE application_name LIKE 'runner/%/lineage' AND datname = current_database()
+                """).int(0, 0) ?? 0
+            if ended == 0 { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        XCTAssertEqual(ended, 1, "the mirror's session was never seen")
+        let report = try await run.value
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let recorded = try admin.query("""
+            SELECT status, (SELECT count(*) FROM lineage.stage_runs s WHERE s.run_id = r.run_id) FROM lineage.runs r WHERE run_id = $1
+            """, [report.runID.uuidString.lowercased()])
+        XCTAssertEqual(recorded.string(0, 0), "succeeded")
+        XCTAssertEqual(recorded.int(0, 1), report.stages.count)
+    }
+
     func testVerifyAcceptsAnIntactLog() throws {
         let (path, _) = try writeLog(events: 5)
         let result = try LineageVerifier.verify(path: path)

@@ -215,6 +215,37 @@ final class ReliabilityTests: XCTestCase {
                        "no lineage claims a write that rolled back")
     }
 
+    func testARunWhoseLockSessionEndsCommitsNoFurtherWriteAndSaysWhy() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let pipeline = try load(try Dost.yamlWithSlowCalls(pause: 3), source: source, warehouse: warehouse)
+        let run = Task { try await Dost.run(pipeline) }
+        // While the calls are read (the lookups are written by then), an administrator ends the lock's session.
+        let observer = try TestDatabase.connect(source)
+        var reading = false
+        for _ in 0..<300 where !reading {
+            reading = try observer.query("""
+                SELECT count(*) FROM pg_stat_activity
+                WHERE application_name LIKE 'runner/%/userprogram' AND state = 'active' AND datname = current_database()
+                """).int(0, 0) ?? 0 > 0
+            if !reading { try await Task.sleep(nanoseconds: 20_000_000) }
+        }
+        XCTAssertTrue(reading, "the calls were never read")
+        let terminated = try TestDatabase.connect(warehouse).query("""
+            SELECT count(*) FROM pg_stat_activity, pg_terminate_backend(pid)
+            WHERE application_name LIKE 'runner/%/lock/%' AND datname = current_database()
+            """).int(0, 0)
+        XCTAssertEqual(terminated, 1)
+        let report = try await run.value
+        XCTAssertEqual(report.status, .failed, report.summaryTable)
+        let fact = try XCTUnwrap(report.stage("userprogram_fact"))
+        XCTAssertEqual(fact.status, .failed, report.summaryTable)
+        XCTAssertEqual(fact.attempts, 1, "a lost lock is not retried")
+        XCTAssertTrue(fact.error?.contains("the run lost its lock 'pipelinekit:dost_warehouse'") ?? false, fact.error ?? "")
+        let rows = try TestDatabase.connect(warehouse).query("SELECT count(*) FROM dw.userprogram_fact").int(0, 0)
+        XCTAssertEqual(rows, 0, "a write committed without the lock")
+    }
+
     func testAStageWaitingForAnotherSessionsLockSaysWhoHoldsItAndGoesOnOnceItIsReleased() async throws {
         try await assertALockWaitIsReported(tracked: false, stage: "events")
     }

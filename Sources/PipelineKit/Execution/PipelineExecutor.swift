@@ -103,7 +103,7 @@ public final class PipelineExecutor: Sendable {
         if let refresh { options.logger.info("\(refresh.summary)") }
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
-        let reports = await schedule(info, sessions: sessions, lockWaits: lockWaits)
+        let reports = await schedule(info, RunSessions(pool: sessions, lockWaits: lockWaits, runLock: lock?.writes))
         let stages = plan.order.compactMap { reports[$0] }
         let status: RunReport.Status = cancellation.isCancelled || stages.contains { $0.status == .aborted } ? .aborted
             : stages.contains { $0.status == .failed || $0.status == .skipped } ? .failed : .succeeded
@@ -144,7 +144,14 @@ public final class PipelineExecutor: Sendable {
         return plan.inputs[id, default: []]
     }
 
-    private func schedule(_ info: RunInfo, sessions: SessionPool, lockWaits: LockWaits) async -> [String: StageReport] {
+    /// What every stage of a run shares about sessions.
+    private struct RunSessions: Sendable {
+        let pool: SessionPool
+        let lockWaits: LockWaits
+        let runLock: RunLockCheck?
+    }
+
+    private func schedule(_ info: RunInfo, _ sessions: RunSessions) async -> [String: StageReport] {
         let needed = self.needed
         var reports: [String: StageReport] = [:]
         var outputs: [String: StageOutput] = [:]
@@ -171,8 +178,7 @@ public final class PipelineExecutor: Sendable {
                     let stageInputs = outputs.filter { inputs.contains($0.key) }
                     running += 1
                     let restore = !plan.selected.contains(id)
-                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info,
-                                                                sessions: sessions, lockWaits: lockWaits) }
+                    group.addTask { await self.execute(stage, inputs: stageInputs, restore: restore, info: info, sessions) }
                 }
             }
             launchReady()
@@ -197,7 +203,7 @@ public final class PipelineExecutor: Sendable {
     }
 
     private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
-                         info: RunInfo, sessions: SessionPool, lockWaits: LockWaits) async -> (StageReport, StageOutput?) {
+                         info: RunInfo, _ sessions: RunSessions) async -> (StageReport, StageOutput?) {
         var logger = options.logger
         logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         logger[metadataKey: "stage"] = .string(stage.id)
@@ -215,10 +221,10 @@ public final class PipelineExecutor: Sendable {
                 variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,
                 inputs: inputs,
                 connections: ConnectionProvider(pipelineName: pipeline.name, stageID: stage.id,
-                                                definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
-                                                lockWaits: lockWaits),
+                                                definitions: pipeline.connections, cancellation: cancellation,
+                                                pool: sessions.pool, lockWaits: sessions.lockWaits),
                 cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse,
-                refresh: info.refresh)
+                refresh: info.refresh, runLock: sessions.runLock)
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
             logger.info(restore ? "restoring persisted output" : "stage started", metadata: ["attempt": .stringConvertible(attempt)])
             do {

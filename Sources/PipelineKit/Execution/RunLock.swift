@@ -6,8 +6,19 @@ import Logging
 /// their writes. The server drops the lock if the runner dies.
 final class RunLock: @unchecked Sendable {
     private let connection: PGConnection
+    /// What the run's writes check that the lock is still theirs.
+    let writes: RunLockCheck
 
-    private init(connection: PGConnection) { self.connection = connection }
+    private init(connection: PGConnection, pipeline: String) throws {
+        self.connection = connection
+        // Another run that takes the lock after this session was lost waits
+        // here until every write transaction that found the lock ours has
+        // ended; any later one finds it taken (RunLockCheck).
+        try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [RunLockCheck.barrierKey(for: pipeline)])
+        try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [RunLockCheck.barrierKey(for: pipeline)])
+        writes = RunLockCheck(lockKey: Self.key(for: pipeline), barrierKey: RunLockCheck.barrierKey(for: pipeline),
+                              holderPID: connection.backendPID)
+    }
 
     static func key(for pipeline: String) -> String { "pipelinekit:" + pipeline }
 
@@ -24,7 +35,7 @@ final class RunLock: @unchecked Sendable {
             let connection = try connect(definition, pipeline: pipeline, runID: runID, cancellation: cancellation, logger: logger)
             let key = [key(for: pipeline.name)]
             if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).string(0, 0) == "t" {
-                return RunLock(connection: connection)
+                return try RunLock(connection: connection, pipeline: pipeline.name)
             }
             let holder = try connection.query("""
                 SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -45,7 +56,7 @@ final class RunLock: @unchecked Sendable {
             // A cancel that came before the session was tracked interrupted nothing.
             try cancellation.check()
             try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
-            return RunLock(connection: connection)
+            return try RunLock(connection: connection, pipeline: pipeline.name)
         }
     }
 

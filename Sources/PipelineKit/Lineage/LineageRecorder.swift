@@ -9,6 +9,8 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     private let logger: Logger
     private let lock = NSLock()
     private var mirror: PGConnection?
+    /// Where the mirror's session was opened, to open it again if the server ends it.
+    private var mirrorTarget: (info: ConnInfo, applicationName: String)?
     private var stageRunIDs: [String: UUID] = [:]
 
     public init(log: LineageLog?, logger: Logger) {
@@ -34,10 +36,21 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
 
     private func mirrorQuery(_ sql: String, _ parameters: [String?]) {
         lock.withLock {
-            guard let mirror else { return }
-            do { try mirror.query(sql, parameters) } catch {
-                logger.error("could not update the lineage mirror", metadata: ["error": .string("\(error)")])
+            guard let session = mirror else { return }
+            var failure: Error
+            do { try session.query(sql, parameters); return } catch { failure = error }
+            // A session the server ended (an administrator, a restart) is
+            // opened again, once per statement: they are all idempotent.
+            if !session.isAlive, let target = mirrorTarget,
+               let reopened = try? PGConnection(target.info, applicationName: target.applicationName) {
+                mirror = reopened
+                do {
+                    try reopened.query(sql, parameters)
+                    logger.info("the lineage mirror's session had ended; it was opened again")
+                    return
+                } catch { failure = error }
             }
+            logger.error("could not update the lineage mirror", metadata: ["error": .string("\(failure)")])
         }
     }
 
@@ -66,7 +79,8 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                                runFacets: Self.runFacets(run)))
         guard let name = run.pipeline.warehouse, let definition = run.pipeline.connections[name] else { return }
         do {
-            let connection = try PGConnection(definition.info, applicationName: ConnectionProvider.applicationName("runner/\(run.pipeline.name)/lineage"))
+            let applicationName = ConnectionProvider.applicationName("runner/\(run.pipeline.name)/lineage")
+            let connection = try PGConnection(definition.info, applicationName: applicationName)
             try LineageMirror.ensureSchema(connection)
             let variables = try JSON.object(run.pipeline.variables.mapValues { .string($0.text) }).line()
             let configs = try JSON.object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })).line()
@@ -78,7 +92,10 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                 """, [run.runID.uuidString.lowercased(), run.pipeline.name, OpenLineage.timestamp(run.startedAt),
                       run.pipeline.asOf.description, run.pipeline.fileSHA256, variables, configs,
                       PipelineKitInfo.version, log?.path, refresh])
-            lock.withLock { mirror = connection }
+            lock.withLock {
+                mirror = connection
+                mirrorTarget = (definition.info, applicationName)
+            }
         } catch {
             logger.error("could not record the run in the lineage mirror", metadata: ["error": .string("\(error)")])
         }

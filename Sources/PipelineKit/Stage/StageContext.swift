@@ -21,12 +21,15 @@ public struct StageContext: Sendable {
     /// Full or incremental, and the watermarks this run reads up to; nil
     /// when the pipeline tracks no extract.
     public var refresh: RefreshPlan? = nil
+    /// Checks, in each warehouse write, that the run still holds its lock; nil without a run lock.
+    public var runLock: RunLockCheck? = nil
 
     /// Records a table write in the lineage mirror, and the run's refresh
     /// state; call it inside the transaction that writes the data, so that
     /// all of them commit or none does.
     public func recordWrite(connectionName: String, _ connection: PGConnection, table: String, counts: WriteCounts) throws {
         guard connectionName == warehouseConnection else { return }
+        try runLock?.verify(connection)
         try LineageMirror.recordWrite(connection, runID: runID, stageID: stageID, table: table, counts: counts)
         if let refresh {
             try RefreshStateStore.save(connection, pipeline: pipelineName, stageID: stageID, state: refresh.state(runID: runID))
