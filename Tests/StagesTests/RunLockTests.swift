@@ -35,7 +35,7 @@ final class RunLockTests: XCTestCase {
         // An administrator ends the first run's lock session while its write is open.
         let admin = try TestDatabase.connect(warehouse)
         try admin.query("""
-            SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
             WHERE application_name LIKE 'runner/locked/lock/%' AND datname = current_database()
             """)
         let taken = Flag()

@@ -171,14 +171,16 @@ public final class LockWaits: @unchecked Sendable {
                    s.application_name, s.usename, s.state,
                    to_char(s.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC'
             FROM pg_locks l
-            CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(pid)
+            CROSS JOIN LATERAL (SELECT DISTINCT unnest(pg_blocking_pids(l.pid))) AS b(pid)
             LEFT JOIN pg_stat_activity s ON s.pid = b.pid
             WHERE l.pid = $1 AND NOT l.granted AND l.waitstart <= clock_timestamp() - make_interval(secs => $2)
             ORDER BY 4 DESC, b.pid
             """, [String(pid), String(seconds)])
         guard found.rowCount > 0, let lock = found.string(0, 0) else { return nil }
         let blockers = (0..<found.rowCount).map { row -> String in
-            var details = [found.string(row, 3) == "t" ? "holds it" : "waits for it too, ahead"]
+            // Holding any lock on the object: it may itself be queued for a stronger one.
+            var details = [found.string(row, 3) == "t" ? "holds a lock on it" : "waits for it too, ahead"]
+            if found.string(row, 2) == "0" { details.append("a prepared transaction: COMMIT PREPARED or ROLLBACK PREPARED ends it") }
             if let name = found.string(row, 4), !name.isEmpty { details.append("application '\(name)'") }
             if let user = found.string(row, 5) { details.append("user '\(user)'") }
             if let state = found.string(row, 6) { details.append(state) }

@@ -9,15 +9,27 @@ final class RunLock: @unchecked Sendable {
     /// What the run's writes check that the lock is still theirs.
     let writes: RunLockCheck
 
-    private init(connection: PGConnection, pipeline: String) throws {
+    private init(connection: PGConnection, writes: RunLockCheck) {
         self.connection = connection
-        // Another run that takes the lock after this session was lost waits
-        // here until every write transaction that found the lock ours has
-        // ended; any later one finds it taken (RunLockCheck).
-        try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [RunLockCheck.barrierKey(for: pipeline)])
-        try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [RunLockCheck.barrierKey(for: pipeline)])
-        writes = RunLockCheck(lockKey: Self.key(for: pipeline), barrierKey: RunLockCheck.barrierKey(for: pipeline),
-                              holderPID: connection.backendPID)
+        self.writes = writes
+    }
+
+    /// Completes taking the lock (`connection` holds the pipeline's key):
+    /// marks it as this run's, then waits for the writes of a run that lost
+    /// its lock and still had a write open that found it held (RunLockCheck).
+    private static func taken(_ connection: PGConnection, pipeline: String, runID: UUID,
+                              cancellation: Cancellation, logger: Logger) throws -> RunLock {
+        let writes = RunLockCheck(pipeline: pipeline, runID: runID)
+        try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [writes.runKey])
+        if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [writes.barrierKey]).string(0, 0) != "t" {
+            logger.warning("waiting for the last writes of an earlier run that lost its lock", metadata: ["lock": .string(writes.barrierKey)])
+            cancellation.track(connection)
+            defer { cancellation.untrack(connection) }
+            try cancellation.check()
+            try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [writes.barrierKey])
+        }
+        try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [writes.barrierKey])
+        return RunLock(connection: connection, writes: writes)
     }
 
     static func key(for pipeline: String) -> String { "pipelinekit:" + pipeline }
@@ -35,13 +47,13 @@ final class RunLock: @unchecked Sendable {
             let connection = try connect(definition, pipeline: pipeline, runID: runID, cancellation: cancellation, logger: logger)
             let key = [key(for: pipeline.name)]
             if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).string(0, 0) == "t" {
-                return try RunLock(connection: connection, pipeline: pipeline.name)
+                return try taken(connection, pipeline: pipeline.name, runID: runID, cancellation: cancellation, logger: logger)
             }
             let holder = try connection.query("""
                 SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND (l.classid::bigint << 32 | l.objid::bigint) = (hashtextextended($1, 0) & x'ffffffffffffffff'::bigint)
+                  AND (l.classid::bigint << 32 | l.objid::bigint) = hashtextextended($1, 0)
                 LIMIT 1
                 """, key)
             let holderName = holder.rowCount > 0 ? holder.string(0, 0) ?? "" : ""
@@ -56,7 +68,7 @@ final class RunLock: @unchecked Sendable {
             // A cancel that came before the session was tracked interrupted nothing.
             try cancellation.check()
             try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
-            return try RunLock(connection: connection, pipeline: pipeline.name)
+            return try taken(connection, pipeline: pipeline.name, runID: runID, cancellation: cancellation, logger: logger)
         }
     }
 

@@ -6,36 +6,36 @@ import Foundation
 /// the lock is gone while the run goes on, and another run could write at
 /// the same time.
 ///
-/// A write takes a shared transaction lock on a second key, then checks
-/// that the run's lock session still holds the run lock. A run taking the
-/// lock takes that second key exclusively once, so it waits for every write
-/// that passed the check to end, and every later write of the old run finds
-/// the lock gone and fails.
+/// Besides the pipeline's key, the lock session holds a key of its run's own
+/// (no pid is compared: a pooler shows its own, and the server reuses them).
+/// A write takes a shared transaction lock on a third, barrier key, then
+/// checks that the run's key is still held. A run taking the pipeline's lock
+/// takes the barrier key exclusively once, so it waits for every write that
+/// passed the check to end, and every later write of the old run fails.
 public struct RunLockCheck: Sendable {
-    let lockKey: String
+    let pipelineKey: String
+    let runKey: String
     let barrierKey: String
-    let holderPID: Int32
 
-    static func barrierKey(for pipeline: String) -> String { "pipelinekit-writes:" + pipeline }
+    init(pipeline: String, runID: UUID) {
+        pipelineKey = RunLock.key(for: pipeline)
+        runKey = "pipelinekit-run:" + runID.uuidString.lowercased()
+        barrierKey = "pipelinekit-writes:" + pipeline
+    }
 
     /// Fails the write (nothing of it commits) when the run lost its lock.
     public func verify(_ connection: PGConnection) throws {
         try connection.query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", [barrierKey])
-        let held = try connection.query("""
-            SELECT EXISTS (SELECT FROM pg_locks
-                           WHERE locktype = 'advisory' AND granted AND mode = 'ExclusiveLock' AND pid = $2
-                             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                             AND (classid::bigint << 32 | objid::bigint) = (hashtextextended($1, 0) & x'ffffffffffffffff'::bigint))
-            """, [lockKey, String(holderPID)])
-        guard held.string(0, 0) == "t" else { throw RunLockLost(lockKey: lockKey, holderPID: holderPID) }
+        // Free for the taking only when the lock session no longer holds it.
+        let free = try connection.query("SELECT pg_try_advisory_xact_lock_shared(hashtextextended($1, 0))", [runKey])
+        if free.string(0, 0) == "t" { throw RunLockLost(lockKey: pipelineKey) }
     }
 }
 
 /// The run's lock session ended while the run went on; its writes stop (never retried).
 public struct RunLockLost: Error, CustomStringConvertible {
     public let lockKey: String
-    public let holderPID: Int32
     public var description: String {
-        "the run lost its lock '\(lockKey)': the session holding it (server pid \(holderPID)) ended (terminated, or its connection dropped), so another run could write at the same time; nothing of this write was committed. Run the pipeline again: it takes the lock anew, and finds the warehouse as the last committed writes left it"
+        "the run lost its lock '\(lockKey)': the session holding it ended (terminated, or its connection dropped), so another run could write at the same time; nothing of this write was committed. Run the pipeline again: it takes the lock anew, and finds the warehouse as the last committed writes left it"
     }
 }

@@ -40,15 +40,20 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
             var failure: Error
             do { try session.query(sql, parameters); return } catch { failure = error }
             // A session the server ended (an administrator, a restart) is
-            // opened again, once per statement: they are all idempotent.
-            if !session.isAlive, let target = mirrorTarget,
-               let reopened = try? PGConnection(target.info, applicationName: target.applicationName) {
-                mirror = reopened
-                do {
-                    try reopened.query(sql, parameters)
-                    logger.info("the lineage mirror's session had ended; it was opened again")
-                    return
-                } catch { failure = error }
+            // opened again, and the statement retried: they are idempotent.
+            // If that fails too, the mirror is left alone for the rest of the
+            // run rather than holding up every later event with a connect.
+            if !session.isAlive {
+                mirror = nil
+                if let target = mirrorTarget {
+                    do {
+                        let reopened = try PGConnection(target.info, applicationName: target.applicationName, connectTimeout: 5)
+                        try reopened.query(sql, parameters)
+                        mirror = reopened
+                        logger.info("the lineage mirror's session had ended; it was opened again")
+                        return
+                    } catch { failure = error }
+                }
             }
             logger.error("could not update the lineage mirror", metadata: ["error": .string("\(failure)")])
         }
