@@ -223,7 +223,7 @@ public struct PgExtract: WatermarkSource {
             let parts = SQL.splitQualified(table)
             return "\(parts.schema ?? "public").\(parts.table)"
         }
-        let digest = SHA256.hash(data: Data(query!.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        let digest = Hex.string(SHA256.hash(data: Data(query!.utf8)).prefix(8))
         return "query.\(digest)"
     }
 }

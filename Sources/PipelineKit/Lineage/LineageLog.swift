@@ -77,7 +77,7 @@ public final class LineageLog: @unchecked Sendable {
     deinit { try? handle.close() }
 
     public static func sha256(_ line: some StringProtocol) -> String {
-        SHA256.hash(data: Data(line.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.string(SHA256.hash(data: Data(line.utf8)))
     }
 
     /// The hash of the last line that parses as an event; "" for a new log.

@@ -24,13 +24,14 @@ public struct LineageVerifier {
         var previous = ""
         var events = 0
         var hashes: Set<String> = []
+        let decoder = JSONDecoder()
         for (index, line) in lines.enumerated() {
             let number = index + 1
-            guard let event = JSON.parse(line) else {
+            guard let link = ChainLink.parse(line, decoder) else {
                 if index == lines.count - 1 && !endsWithNewline {
                     problems.append("line \(number): incomplete last line (a write was interrupted); the next run will continue the chain past it")
-                } else if index < lines.count - 1, let next = JSON.parse(lines[index + 1]),
-                          next["run"]?["facets"]?[LineageLog.chainFacet]?["previousLineSHA256"]?.string == previous {
+                } else if index < lines.count - 1, let next = ChainLink.parse(lines[index + 1], decoder),
+                          next.previousLineSHA256 == previous {
                     notes.append("line \(number): incomplete line left by an interrupted write; the chain continues past it")
                 } else {
                     problems.append("line \(number): not a JSON event (edited or corrupted)")
@@ -38,7 +39,7 @@ public struct LineageVerifier {
                 continue
             }
             events += 1
-            let recorded = event["run"]?["facets"]?[LineageLog.chainFacet]?["previousLineSHA256"]?.string
+            let recorded = link.previousLineSHA256
             if recorded == nil {
                 problems.append("line \(number): no chain hash (not written by the runner, or edited)")
             } else if recorded != previous {
@@ -53,5 +54,25 @@ public struct LineageVerifier {
             problems.append("run \(known.run): its last event (hash \(known.hash.prefix(12))…) is not in the log; lines were cut off or edited")
         }
         return Result(problems: problems, notes: notes, events: events, lastHash: previous)
+    }
+}
+
+/// The one field of an event the chain check reads. Decoding only it is
+/// about ten times faster than decoding the whole event as `JSON`.
+private struct ChainLink: Decodable {
+    struct Run: Decodable { let facets: Facets? }
+    struct Facets: Decodable {
+        let chain: Chain?
+        enum CodingKeys: String, CodingKey { case chain = "pipelinekit_chain" }
+    }
+    struct Chain: Decodable { let previousLineSHA256: String? }
+
+    let run: Run?
+    var previousLineSHA256: String? { run?.facets?.chain?.previousLineSHA256 }
+
+    /// nil when the line is not JSON; a JSON value of another shape has no link.
+    static func parse(_ line: Substring, _ decoder: JSONDecoder) -> ChainLink? {
+        if let link = try? decoder.decode(ChainLink.self, from: Data(line.utf8)) { return link }
+        return JSON.parse(line) == nil ? nil : ChainLink(run: nil)
     }
 }

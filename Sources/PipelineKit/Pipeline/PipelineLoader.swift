@@ -102,7 +102,7 @@ public struct PipelineLoader: Sendable {
             name: root["pipeline"]?.string ?? "",
             description: root["description"]?.string ?? "",
             file: file,
-            fileSHA256: SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined(),
+            fileSHA256: Hex.string(SHA256.hash(data: data)),
             connections: connections,
             variables: variables,
             asOf: CivilDate(written: variables["as_of"]?.text ?? "") ?? CivilDate(year: 2000, month: 1, day: 1),
@@ -275,7 +275,7 @@ public struct PipelineLoader: Sendable {
                 id: id, type: typeName, inputs: inputs,
                 retry: defaultRetry.overridden(by: item["retry"], sink: sink),
                 implementation: implementation,
-                configFingerprint: SHA256.hash(data: Data(fingerprintSource.utf8)).map { String(format: "%02x", $0) }.joined(),
+                configFingerprint: Hex.string(SHA256.hash(data: Data(fingerprintSource.utf8))),
                 refreshFingerprint: refreshFingerprint(type: typeName, inputs: inputs, config: item["config"], variables: variables),
                 line: item.line, column: item.column))
         }
@@ -309,7 +309,7 @@ public struct PipelineLoader: Sendable {
         }
         let resolved = config.map { (try? Yams.serialize(node: walk($0.node))) ?? "" } ?? ""
         let source = "type: \(type)\ninputs: \(inputs.joined(separator: ","))\n\(resolved)"
-        return SHA256.hash(data: Data(source.utf8)).map { String(format: "%02x", $0) }.joined()
+        return Hex.string(SHA256.hash(data: Data(source.utf8)))
     }
 
     /// Replaces `${name}` in every scalar of a stage config with pipeline variables.
