@@ -7,8 +7,6 @@ import Foundation
 ///
 /// It can be scanned once. If it is dropped unscanned or the scan stops
 /// early, the reader is told to stop.
-///
-/// `whole(_:context:)` reads to the end without waiting for the scan.
 public final class Prefetched: Relation, @unchecked Sendable {
     public let schema: [Field]
     private let pipe: BatchPipe

@@ -107,16 +107,13 @@ public final class LockWaits: @unchecked Sendable {
     private func lockWait(of entry: Watched) -> LockWait? {
         if let failed = unreachable[entry.connection], Date().timeIntervalSince(failed) < every { return nil }
         do {
-            let observer = try observer(for: entry.connection)
-            do {
-                defer { unreachable[entry.connection] = nil }
-                return try Self.lockWait(of: entry.pid, named: entry.applicationName, longerThan: after, asking: observer)
-            } catch {
-                observers[entry.connection] = nil
-                throw error
-            }
+            let wait = try Self.lockWait(of: entry.pid, named: entry.applicationName, longerThan: after,
+                                         asking: try observer(for: entry.connection))
+            unreachable[entry.connection] = nil
+            return wait
         } catch {
-            // Said once a minute at most: the run itself goes on.
+            // Opened again next time; said once a minute at most: the run itself goes on.
+            observers[entry.connection] = nil
             unreachable[entry.connection] = Date()
             logger.info("cannot look for lock waits", metadata: ["connection": .string(entry.connection),
                                                                  "error": .string("\(error)")])

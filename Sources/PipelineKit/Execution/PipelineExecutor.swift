@@ -63,6 +63,13 @@ public final class PipelineExecutor: Sendable {
         observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
     }
 
+    /// The run's logger: its lines carry the run id.
+    private var runLogger: Logger {
+        var logger = options.logger
+        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
+        return logger
+    }
+
     /// Stops scheduling, interrupts running statements (their transactions
     /// roll back) and makes the run end as aborted.
     public func cancel(reason: String) {
@@ -84,8 +91,6 @@ public final class PipelineExecutor: Sendable {
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
         defer { sessions.close() }
-        var runLogger = options.logger
-        runLogger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: runLogger,
                                   after: options.reportLockWaitsAfter)
         defer { lockWaits.stop() }
@@ -204,8 +209,7 @@ public final class PipelineExecutor: Sendable {
 
     private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
                          info: RunInfo, _ sessions: RunSessions) async -> (StageReport, StageOutput?) {
-        var logger = options.logger
-        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
+        var logger = runLogger
         logger[metadataKey: "stage"] = .string(stage.id)
         let observers = self.observers
         let begin = Date()

@@ -20,16 +20,26 @@ final class RunLock: @unchecked Sendable {
     private static func taken(_ connection: PGConnection, pipeline: String, runID: UUID,
                               cancellation: Cancellation, logger: Logger) throws -> RunLock {
         let writes = RunLockCheck(pipeline: pipeline, runID: runID)
-        try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [writes.runKey])
-        if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [writes.barrierKey]).string(0, 0) != "t" {
+        // One round trip when no such write is open (CASE evaluates in order).
+        let barrierPassed = try connection.query("""
+            SELECT pg_advisory_lock(hashtextextended($1, 0)),
+                   CASE WHEN pg_try_advisory_lock(hashtextextended($2, 0)) THEN pg_advisory_unlock(hashtextextended($2, 0)) END
+            """, [writes.runKey, writes.barrierKey]).string(0, 1) == "t"
+        if !barrierPassed {
             logger.warning("waiting for the last writes of an earlier run that lost its lock", metadata: ["lock": .string(writes.barrierKey)])
-            cancellation.track(connection)
-            defer { cancellation.untrack(connection) }
-            try cancellation.check()
-            try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [writes.barrierKey])
+            try waitInterruptibly(for: writes.barrierKey, connection, cancellation)
+            try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [writes.barrierKey])
         }
-        try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [writes.barrierKey])
         return RunLock(connection: connection, writes: writes)
+    }
+
+    /// Blocks until `connection` holds the advisory lock `key`; a cancelled run interrupts the wait.
+    private static func waitInterruptibly(for key: String, _ connection: PGConnection, _ cancellation: Cancellation) throws {
+        cancellation.track(connection)
+        defer { cancellation.untrack(connection) }
+        // A cancel that came before the session was tracked interrupted nothing.
+        try cancellation.check()
+        try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", [key])
     }
 
     static func key(for pipeline: String) -> String { "pipelinekit:" + pipeline }
@@ -63,11 +73,7 @@ final class RunLock: @unchecked Sendable {
                 throw RunLockHeld(lockKey: key[0], holderRunID: holderRun, holderPID: holderPID)
             }
             logger.warning("waiting for the run lock", metadata: ["lock": .string(key[0]), "holder_run": .string(holderRun)])
-            cancellation.track(connection)
-            defer { cancellation.untrack(connection) }
-            // A cancel that came before the session was tracked interrupted nothing.
-            try cancellation.check()
-            try connection.query("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+            try waitInterruptibly(for: key[0], connection, cancellation)
             return try taken(connection, pipeline: pipeline.name, runID: runID, cancellation: cancellation, logger: logger)
         }
     }

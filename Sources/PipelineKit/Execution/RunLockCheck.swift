@@ -25,9 +25,12 @@ public struct RunLockCheck: Sendable {
 
     /// Fails the write (nothing of it commits) when the run lost its lock.
     public func verify(_ connection: PGConnection) throws {
-        try connection.query("SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))", [barrierKey])
-        // Free for the taking only when the lock session no longer holds it.
-        let free = try connection.query("SELECT pg_try_advisory_xact_lock_shared(hashtextextended($1, 0))", [runKey])
+        // The barrier first (the subquery is evaluated before the outer row);
+        // the run's key is free for the taking only when the lock session no longer holds it.
+        let free = try connection.query("""
+            SELECT pg_try_advisory_xact_lock_shared(hashtextextended($2, 0))
+            FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))) AS barrier
+            """, [barrierKey, runKey])
         if free.string(0, 0) == "t" { throw RunLockLost(lockKey: pipelineKey) }
     }
 }

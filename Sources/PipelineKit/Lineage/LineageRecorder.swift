@@ -37,25 +37,24 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     private func mirrorQuery(_ sql: String, _ parameters: [String?]) {
         lock.withLock {
             guard let session = mirror else { return }
-            var failure: Error
-            do { try session.query(sql, parameters); return } catch { failure = error }
-            // A session the server ended (an administrator, a restart) is
-            // opened again, and the statement retried: they are idempotent.
-            // If that fails too, the mirror is left alone for the rest of the
-            // run rather than holding up every later event with a connect.
-            if !session.isAlive {
+            do { try session.query(sql, parameters) } catch {
+                // A session the server ended (an administrator, a restart) is
+                // opened again, and the statement retried: they are idempotent.
+                // If that fails too, the mirror is left alone for the rest of the
+                // run rather than holding up every later event with a connect.
+                guard !session.isAlive, let target = mirrorTarget else {
+                    return logger.error("could not update the lineage mirror", metadata: ["error": .string("\(error)")])
+                }
                 mirror = nil
-                if let target = mirrorTarget {
-                    do {
-                        let reopened = try PGConnection(target.info, applicationName: target.applicationName, connectTimeout: 5)
-                        try reopened.query(sql, parameters)
-                        mirror = reopened
-                        logger.info("the lineage mirror's session had ended; it was opened again")
-                        return
-                    } catch { failure = error }
+                do {
+                    let reopened = try PGConnection(target.info, applicationName: target.applicationName, connectTimeout: 5)
+                    try reopened.query(sql, parameters)
+                    mirror = reopened
+                    logger.info("the lineage mirror's session had ended; it was opened again")
+                } catch {
+                    logger.error("could not update the lineage mirror", metadata: ["error": .string("\(error)")])
                 }
             }
-            logger.error("could not update the lineage mirror", metadata: ["error": .string("\(failure)")])
         }
     }
 

@@ -63,7 +63,15 @@ private struct ChainLink: Decodable {
     struct Run: Decodable { let facets: Facets? }
     struct Facets: Decodable {
         let chain: Chain?
-        enum CodingKeys: String, CodingKey { case chain = "pipelinekit_chain" }
+        init(from decoder: Decoder) throws {
+            chain = try decoder.container(keyedBy: Key.self).decodeIfPresent(Chain.self, forKey: Key(stringValue: LineageLog.chainFacet))
+        }
+    }
+    struct Key: CodingKey {
+        let stringValue: String
+        init(stringValue: String) { self.stringValue = stringValue }
+        var intValue: Int? { nil }
+        init?(intValue: Int) { nil }
     }
     struct Chain: Decodable { let previousLineSHA256: String? }
 
