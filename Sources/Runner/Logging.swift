@@ -29,9 +29,12 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Milliseconds, so that the lines of one run can be told apart and timed.
+    static let time = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
     func log(event: LogEvent) {
         var object: [String: String] = [
-            "time": Date().formatted(.iso8601),
+            "time": Date().formatted(Self.time),
             "level": event.level.rawValue,
             "message": "\(event.message)",
         ]

@@ -16,8 +16,11 @@ extension Runner {
         var selectors: [String] = []
 
         // Unconditional, so that `--jobs -1` is told it must be at least 1 instead of "missing value".
+        // Optional, so that help names the default instead of this machine's core count.
         @Option(parsing: .unconditional, help: "Stages run at once (default: the number of cores).")
-        var jobs: Int = ProcessInfo.processInfo.activeProcessorCount
+        var jobs: Int?
+
+        var jobCount: Int { jobs ?? ProcessInfo.processInfo.activeProcessorCount }
 
         @Flag(help: "Rebuild every table from all source rows instead of refreshing incrementally (also allows an --as-of before the last run's).")
         var fullRefresh = false
@@ -25,14 +28,14 @@ extension Runner {
         @Flag(help: "Wait for a concurrent run of the same pipeline instead of exiting with code 3.")
         var wait = false
 
-        @Option(help: "Log format: text or json.")
+        @Option(help: "Log format: text for people, json for machines (one object per line).")
         var logFormat: LogFormat = .text
 
-        @Option(help: "Append OpenLineage events to this JSON-lines file (default: .pipelinekit/lineage.jsonl).")
+        @Option(help: "Append OpenLineage events to this JSON-lines file.")
         var lineageLog: String = ".pipelinekit/lineage.jsonl"
 
         func validate() throws {
-            guard jobs >= 1 else { throw ValidationError("--jobs must be at least 1") }
+            if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
         }
 
         func run() async throws {
@@ -46,7 +49,7 @@ extension Runner {
                 printError("error: \(error)")
                 throw ExitCode(ExitCode32.failed)
             }
-            let options = RunOptions(jobs: jobs, selectors: selectors, fullRefresh: fullRefresh, waitForLock: wait,
+            let options = RunOptions(jobs: jobCount, selectors: selectors, fullRefresh: fullRefresh, waitForLock: wait,
                                      logger: logger, observers: [progress], lineageLog: log)
             let executor: PipelineExecutor
             do {

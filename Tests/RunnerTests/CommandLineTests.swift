@@ -15,7 +15,7 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(command.pipeline.path, "pipelines/dost_warehouse.yaml")
         XCTAssertEqual(command.variables.asOf, "2020-10-15")
         XCTAssertEqual(command.selectors, ["userprogram+", "partnerorg"])
-        XCTAssertEqual(command.jobs, 3)
+        XCTAssertEqual(command.jobCount, 3)
         XCTAssertTrue(command.fullRefresh)
         XCTAssertTrue(command.wait)
         XCTAssertEqual(command.logFormat, .json)
@@ -29,11 +29,19 @@ final class CommandLineTests: XCTestCase {
     func testRunDefaults() throws {
         let command = try Runner.Run.parse(["pipelines/x.yaml"])
         XCTAssertEqual(command.pipeline.path, "pipelines/x.yaml")
-        XCTAssertEqual(command.jobs, ProcessInfo.processInfo.activeProcessorCount)
+        XCTAssertEqual(command.jobCount, ProcessInfo.processInfo.activeProcessorCount)
         XCTAssertFalse(command.fullRefresh)
         XCTAssertEqual(command.logFormat, .text)
         XCTAssertEqual(command.lineageLog, ".pipelinekit/lineage.jsonl")
         XCTAssertNil(try command.variables.loadOptions().asOf)
+    }
+
+    func testHelpStatesEachDefaultOnceAndNotThisMachinesCoreCount() {
+        let help = Runner.Run.helpMessage(columns: 1000)
+        for stated in ["(default: the number of cores)", "default: .pipelinekit/lineage.jsonl", "default: text"] {
+            XCTAssertEqual(help.components(separatedBy: stated).count - 1, 1, "\(stated) in:\n\(help)")
+        }
+        XCTAssertFalse(help.contains("(default: \(ProcessInfo.processInfo.activeProcessorCount))"), help)
     }
 
     func testABareNameResolvesUnderPipelinesAndAPathIsKept() throws {
