@@ -33,6 +33,27 @@ final class RefreshDecisionTests: XCTestCase {
         XCTAssertEqual(reason(try decide(states: [:])), "no earlier run has committed refresh state (first run)")
     }
 
+    func testAWrittenTableEmptiedReplacedOrDroppedSinceForcesAFullRefreshNamingIt() throws {
+        var previous = state()
+        previous.tables = ["dw.fact": "16384:16390"]
+        previous.tablesNow = ["dw.fact": "16384:16390"]
+        XCTAssertEqual(try decide(states: ["fact": previous]), .incremental(since: previous))
+
+        previous.tablesNow = ["dw.fact": "16384:16402"]
+        XCTAssertEqual(reason(try decide(states: ["fact": previous])),
+                       "stage 'fact': table dw.fact was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again) since run \(previous.shortRunID)")
+        previous.tablesNow = [:]
+        XCTAssertEqual(reason(try decide(states: ["fact": previous])),
+                       "stage 'fact': table dw.fact no longer exists since run \(previous.shortRunID)")
+    }
+
+    func testAStateThatRecordedNoTablesForcesOneFullRefresh() throws {
+        var previous = state()
+        previous.tables = nil
+        XCTAssertEqual(reason(try decide(states: ["fact": previous])),
+                       "stage 'fact': its state was saved by an earlier version, which did not record the tables it wrote since run \(previous.shortRunID)")
+    }
+
     func testAnUnchangedPipelineWithNewRowsRunsIncrementallySinceTheCommittedState() throws {
         let previous = state()
         let current: [String: Watermark] = ["calls": .tracked(key: "id", high: 250, snapshot: "990:990:"), "partners": .content(sha256: "p1")]

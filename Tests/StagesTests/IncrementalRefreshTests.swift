@@ -39,7 +39,7 @@ final class IncrementalRefreshTests: XCTestCase {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
 
         // A held-back call that completes a lesson nobody else completed for
         // its (user, program), well inside month 1, so its window is closed
@@ -82,12 +82,12 @@ final class IncrementalRefreshTests: XCTestCase {
         let other = try TestDatabase.connect(source)
         try other.execute(insert(otherID, as: maxID + 10))
 
-        let during = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
+        _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
         let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)"
         let factWithoutTheCall = try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL)
 
         try open.execute("COMMIT")
-        let after = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
+        _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
 
         let full = try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-05")
         // The late call matters: without it the fact row would differ from a full refresh.
@@ -114,7 +114,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testAfterALongGapMostPairsChangedSoAllAreRecomputedInOneRead() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-03-01")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-03-01")
 
         let later = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-12-15")
         let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-12-15")
@@ -126,7 +126,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testARunWithNoNewDataChangesNothing() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         let again = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15")
         let written = try XCTUnwrap(again.stage("userprogram_fact")?.written, again.summaryTable)
@@ -293,6 +293,24 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertEqual(try dw.query(stateSQL, ["userprogram_fact"]).string(0, 0), retried.runID.uuidString.lowercased())
 
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-20")
+    }
+
+    func testAWarehouseTableTruncatedOrDroppedSinceTheLastRunIsRebuiltByAFullRefresh() async throws {
+        let source = try Incremental.sharedSource()
+        for damage in ["TRUNCATE dw.engagement_metric", "DROP SCHEMA dw CASCADE"] {
+            let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+            _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+            try TestDatabase.connect(warehouse).execute(damage)
+
+            let next = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+            let expected = damage.hasPrefix("TRUNCATE")
+                ? "full refresh: stage 'engagement_metric': table dw.engagement_metric was emptied or rewritten"
+                : "full refresh: stage 'partnerorg': table dw.partnerorg no longer exists"
+            XCTAssertTrue(next.refresh?.hasPrefix(expected) == true, "\(damage): refresh: \(next.refresh ?? "nil")")
+            try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
+            // The rebuild recorded the new tables: the next run is incremental again.
+            _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-16")
+        }
     }
 
     func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {

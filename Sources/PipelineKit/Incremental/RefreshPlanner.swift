@@ -110,6 +110,13 @@ enum RefreshPlanner {
             return .full(reason: "the writing stages are at different runs: stage '\(lagging)' at run \(since.shortRunID), stage '\(ahead)' at run \(newer.shortRunID) (a run failed or was stopped between its writes, or ran with --select)")
         }
         if let changed = fingerprint.difference(from: since.fingerprint) { return .full(reason: changed) }
+        // The state describes the tables as the stages left them; one emptied
+        // or replaced since would be written only where its groups changed.
+        for writer in writers {
+            if let changed = states[writer]?.tablesChanged {
+                return .full(reason: "stage '\(writer)': \(changed) since run \(since.shortRunID)")
+            }
+        }
         for (id, watermark) in watermarks.sorted(by: { $0.key < $1.key }) {
             guard let before = since.watermarks[id] else {
                 return .full(reason: "extract '\(id)' has no watermark from the last run")

@@ -10,14 +10,37 @@ public struct RefreshState: Sendable, Equatable {
     public var fingerprint: RefreshFingerprint
     public var watermarks: [String: Watermark]
     public var committedAt: Date
+    /// The tables the stage wrote, by name, each as "oid:file node" when its
+    /// rows committed; nil in a state saved before tables were recorded.
+    public var tables: [String: String]?
+    /// The same tables as the warehouse has them now (a dropped one is
+    /// absent); filled when the state is loaded, never saved.
+    public var tablesNow: [String: String]
 
     public init(runID: UUID, asOf: CivilDate, fingerprint: RefreshFingerprint, watermarks: [String: Watermark],
-                committedAt: Date = Date()) {
+                committedAt: Date = Date(), tables: [String: String]? = [:], tablesNow: [String: String] = [:]) {
         self.runID = runID
         self.asOf = asOf
         self.fingerprint = fingerprint
         self.watermarks = watermarks
         self.committedAt = committedAt
+        self.tables = tables
+        self.tablesNow = tablesNow
+    }
+
+    /// Why the tables no longer hold what this state describes, if they do not:
+    /// one was dropped, or its file was replaced, which TRUNCATE, VACUUM FULL,
+    /// CLUSTER and a table dropped and created again all do. (Rows deleted
+    /// one by one leave the file; the README says to run --full-refresh then.)
+    public var tablesChanged: String? {
+        guard let tables else { return "its state was saved by an earlier version, which did not record the tables it wrote" }
+        for (table, identity) in tables.sorted(by: { $0.key < $1.key }) {
+            guard let now = tablesNow[table] else { return "table \(table) no longer exists" }
+            if now != identity {
+                return "table \(table) was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again)"
+            }
+        }
+        return nil
     }
 
     /// The run id as people read it in summaries: its first 8 hex digits.
@@ -33,17 +56,25 @@ public enum RefreshStateStore {
             pipeline text NOT NULL, stage_id text NOT NULL, run_id uuid NOT NULL, as_of date NOT NULL,
             fingerprint jsonb NOT NULL, watermarks jsonb NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (pipeline, stage_id));
+        -- The tables each stage wrote, by oid and file node (added after the first release).
+        ALTER TABLE pipelinekit.refresh_state ADD COLUMN IF NOT EXISTS tables jsonb;
         """
 
     public static func ensureSchema(_ connection: PGConnection) throws {
         try connection.schemaChange { try connection.execute(ddl) }
     }
 
-    /// Every writing stage's last committed state, by stage id.
+    /// A table's identity: its oid and the file holding its rows, which a
+    /// TRUNCATE or a rewrite replaces while the oid stays.
+    static let identity = "c.oid::text || ':' || pg_relation_filenode(c.oid)::text"
+
+    /// Every writing stage's last committed state, by stage id, with its tables as they are now.
     public static func load(_ connection: PGConnection, pipeline: String) throws -> [String: RefreshState] {
         let result = try connection.query("""
             SELECT stage_id, run_id, as_of::text, fingerprint::text, watermarks::text,
-                   extract(epoch FROM committed_at)::float8::text
+                   extract(epoch FROM committed_at)::float8::text, tables::text,
+                   (SELECT jsonb_object_agg(t.key, \(identity)) FROM jsonb_each(tables) t
+                    JOIN pg_class c ON c.oid = to_regclass(t.key))::text
             FROM pipelinekit.refresh_state WHERE pipeline = $1
             """, [pipeline])
         let decoder = JSONDecoder()
@@ -57,23 +88,32 @@ public enum RefreshStateStore {
                 // A row this version cannot read is treated as absent: the run is then a full refresh.
                 continue
             }
+            let tables = row[6].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) }
+            let tablesNow = row[7].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) } ?? [:]
             states[stage] = RefreshState(runID: run, asOf: asOf, fingerprint: fingerprint, watermarks: watermarks,
-                                         committedAt: Date(timeIntervalSince1970: epoch))
+                                         committedAt: Date(timeIntervalSince1970: epoch), tables: tables, tablesNow: tablesNow)
         }
         return states
     }
 
-    /// Saves a stage's state; call inside the transaction that writes its rows.
-    public static func save(_ connection: PGConnection, pipeline: String, stageID: String, state: RefreshState) throws {
+    /// Saves a stage's state and the identity of `table`, just written; call
+    /// inside the transaction that writes its rows. A stage writing several
+    /// tables adds each to the same run's state.
+    public static func save(_ connection: PGConnection, pipeline: String, stageID: String, state: RefreshState,
+                            table: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let fingerprint = String(decoding: try encoder.encode(state.fingerprint), as: UTF8.self)
         let watermarks = String(decoding: try encoder.encode(state.watermarks), as: UTF8.self)
         try connection.query("""
-            INSERT INTO pipelinekit.refresh_state (pipeline, stage_id, run_id, as_of, fingerprint, watermarks, committed_at)
-            VALUES ($1, $2, $3::uuid, $4::date, $5::jsonb, $6::jsonb, now())
+            INSERT INTO pipelinekit.refresh_state AS s (pipeline, stage_id, run_id, as_of, fingerprint, watermarks, committed_at, tables)
+            VALUES ($1, $2, $3::uuid, $4::date, $5::jsonb, $6::jsonb, now(),
+                    (SELECT jsonb_build_object(format('%I.%I', n.nspname, c.relname), \(identity))
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($7)))
             ON CONFLICT (pipeline, stage_id) DO UPDATE SET run_id = EXCLUDED.run_id, as_of = EXCLUDED.as_of,
-                fingerprint = EXCLUDED.fingerprint, watermarks = EXCLUDED.watermarks, committed_at = EXCLUDED.committed_at
-            """, [pipeline, stageID, state.runID.uuidString.lowercased(), state.asOf.description, fingerprint, watermarks])
+                fingerprint = EXCLUDED.fingerprint, watermarks = EXCLUDED.watermarks, committed_at = EXCLUDED.committed_at,
+                tables = CASE WHEN s.run_id = EXCLUDED.run_id THEN coalesce(s.tables, '{}') || EXCLUDED.tables ELSE EXCLUDED.tables END
+            """, [pipeline, stageID, state.runID.uuidString.lowercased(), state.asOf.description, fingerprint, watermarks,
+                  SQL.qualified(table)])
     }
 }

@@ -32,7 +32,8 @@ public struct StageContext: Sendable {
         try runLock?.verify(connection)
         try LineageMirror.recordWrite(connection, runID: runID, stageID: stageID, table: table, counts: counts)
         if let refresh {
-            try RefreshStateStore.save(connection, pipeline: pipelineName, stageID: stageID, state: refresh.state(runID: runID))
+            try RefreshStateStore.save(connection, pipeline: pipelineName, stageID: stageID, state: refresh.state(runID: runID),
+                                       table: table)
         }
     }
 
