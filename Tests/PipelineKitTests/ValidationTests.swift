@@ -376,6 +376,9 @@ final class ValidationTests: XCTestCase {
             "postgresql://bob:hunter2@localhost/x",
             "host=/tmp dbname=${DB_NAME:-x} password=hunter2",
             "host=/tmp password=hunter2 dbname=${DB_NAME:-x}",
+            "${DW_URL:-host=/tmp dbname=x password=hunter2}",
+            "host=/tmp dbname=x password=${PW:-hunter2}",
+            "host=/tmp dbname=x sslpassword=hunter2",
         ] {
             let text = Self.valid.replacingOccurrences(of: "\"host=/tmp dbname=x\"", with: "\"\(url)\"")
             let diagnostics = loadDiagnostics(text)
@@ -393,9 +396,8 @@ final class ValidationTests: XCTestCase {
         XCTAssertEqual(pipeline.connections["src"]?.info.raw, "host=/tmp dbname=x password=secret")
     }
 
-    /// BUG (see report): the password check parses each literal piece between
-    /// `${...}` references as a conninfo of its own, so a URI whose user part is
-    /// a reference hides the literal password that follows it.
+    /// The check reads the whole string as the file writes it, so a reference
+    /// in a URI's user part does not hide the literal password after it.
     func testLiteralPasswordAfterAReferenceInAURIIsRejected() {
         let text = Self.valid.replacingOccurrences(of: "\"host=/tmp dbname=x\"",
                                                    with: "\"postgresql://${PGUSER:-bob}:hunter2@localhost/x\"")

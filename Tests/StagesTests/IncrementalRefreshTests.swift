@@ -139,7 +139,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testAnEarlierAsOfIsRefusedUnlessFullRefresh() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         do {
             let report = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-01")
@@ -156,7 +156,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testChangingAVariableForcesAFullRefreshNamingIt() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         let stricter = [(name: "min_listen_secs", value: "45")]
         let changed = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: stricter)
@@ -256,7 +256,7 @@ final class IncrementalRefreshTests: XCTestCase {
     func testChangedReferenceDataForcesAFullRefreshNamingTheExtract() async throws {
         let source = try Incremental.privateSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        let first = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-15")
 
         // Partner 2 moves to partner 1's number: its experiences now match partner 1.
         try TestDatabase.connect(source).execute("UPDATE partner SET provider_number = '8047100037' WHERE id = 2")

@@ -45,4 +45,15 @@ enum Interpolation {
         }
         return (output, unresolved, false)
     }
+
+    /// What the file itself says: each reference replaced by the default
+    /// written with it, or by `placeholder` where it has none.
+    static func asWritten(_ text: String, placeholder: String) -> String? {
+        pieces(text)?.map { piece in
+            switch piece {
+            case .literal(let literal): return literal
+            case .reference(_, let fallback): return fallback ?? placeholder
+            }
+        }.joined()
+    }
 }

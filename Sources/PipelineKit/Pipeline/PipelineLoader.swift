@@ -130,12 +130,12 @@ public struct PipelineLoader: Sendable {
                 sink.error(at: urlNode, "connection '\(entry.key)': environment variable \(name) is not set and has no default; export it or write ${\(name):-default}")
             }
             if !unresolved.isEmpty { continue }
-            // Replace every reference by a placeholder: a password that survives is written in the file.
+            // The text as the file writes it, defaults of ${VAR:-default} included:
+            // a password that survives there is written in the file.
             let placeholder = "pipelinekit_reference"
-            let literalOnly = Interpolation.substitute(written) { _ in placeholder }.0
-            if let password = (try? ConnInfo(literalOnly).parsed())?["password"], !password.isEmpty,
-               !password.contains(placeholder) {
-                sink.error(at: urlNode, "connection '\(entry.key)': a password is written in the pipeline file; pass it through ${VAR}, PGPASSWORD or ~/.pgpass")
+            let asWritten = (try? ConnInfo(Interpolation.asWritten(written, placeholder: placeholder) ?? "").parsed()) ?? [:]
+            if let key = ["password", "sslpassword"].first(where: { asWritten[$0].map { !$0.isEmpty && !$0.contains(placeholder) } ?? false }) {
+                sink.error(at: urlNode, "connection '\(entry.key)': a password is written in the pipeline file\(key == "password" ? "" : " ('\(key)')") (the default of a ${VAR:-default} is part of the file too); pass it through ${VAR} without a default, PGPASSWORD or ~/.pgpass")
                 continue
             }
             let info = ConnInfo(text)
