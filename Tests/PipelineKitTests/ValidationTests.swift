@@ -540,6 +540,26 @@ final class ValidationTests: XCTestCase {
         try PipelineLoader(registry: .standard).load(data: try Self.dostWarehouseData, file: "dost_warehouse.yaml", options: options)
     }
 
+    /// One mistake, one message: the stages that use a broken stage or
+    /// variable do not each report it again under another name.
+    func testAMistakeInTheShippedPipelineIsReportedOnceNotAgainByWhatUsesIt() throws {
+        let text = String(decoding: try Self.dostWarehouseData, as: UTF8.self)
+        func edited(_ old: String, _ new: String) -> String {
+            guard let range = text.range(of: old) else { XCTFail("no '\(old)' in the pipeline"); return text }
+            return text.replacingCharacters(in: range, with: new)
+        }
+        for (change, fragment) in [
+            (edited("type: pgExtract", "type: pgExtrakt"), "unknown stage type 'pgExtrakt'"),
+            (edited("  - id: partners\n    type: pgExtract\n", "  - id: partners\n"), "missing required key 'type'"),
+            (edited("inputs: [partners]", "inputs: [partnerz]"), "input 'partnerz' is not a stage of this pipeline"),
+            (edited("default: 30", "default: thirty"), "variable 'min_listen_secs': default 'thirty'"),
+        ] {
+            let diagnostics = loadDiagnostics(change)
+            XCTAssertEqual(diagnostics.count, 1, "\(fragment):\n\(diagnostics.map(\.description).joined(separator: "\n"))")
+            XCTAssertTrue(diagnostics.first?.message.contains(fragment) == true, "\(diagnostics)")
+        }
+    }
+
     func testShippedDostWarehousePipelineLoads() throws {
         let pipeline = try loadDost()
         XCTAssertEqual(pipeline.name, "dost_warehouse")

@@ -152,6 +152,13 @@ public struct PipelineLoader: Sendable {
 
     private func loadVariables(_ node: ConfigNode?, options: LoadOptions, sink: DiagnosticSink) -> [String: VariableValue] {
         var result: [String: VariableValue] = [:]
+        // Declared with a default that was reported as wrong: known, but without a value.
+        var badDefaults: Set<String> = []
+        func badDefault(_ name: String, _ kind: VariableValue.Kind) {
+            guard kind != .string else { return }
+            result[name] = VariableValue(kind: kind, text: "")
+            badDefaults.insert(name)
+        }
         for entry in node?.entries ?? [] {
             if entry.key == "as_of" {
                 sink.error(at: entry.keyNode, "'as_of' is built in (set it with --as-of); choose another variable name")
@@ -165,10 +172,12 @@ public struct PipelineLoader: Sendable {
                 }
                 guard let text = value.string, value.isScalar else {
                     sink.error(at: value, "variable '\(entry.key)': the default must be a single value, not \(value.kindName)")
+                    badDefault(entry.key, kind)
                     continue
                 }
                 if let problem = VariableValue.problem(kind: kind, text: text) {
                     sink.error(at: value, "variable '\(entry.key)': default '\(text)' \(problem) (declared \(kind.rawValue))")
+                    badDefault(entry.key, kind)
                     continue
                 }
                 result[entry.key] = VariableValue(kind: kind, text: text)
@@ -195,7 +204,7 @@ public struct PipelineLoader: Sendable {
             result[name] = VariableValue(kind: declared.kind, text: value)
         }
         commandLine.diagnostics.forEach(sink.append)
-        for (name, value) in result where value.text.isEmpty && value.kind != .string {
+        for (name, value) in result where value.text.isEmpty && value.kind != .string && !badDefaults.contains(name) {
             if let node = node?[name] {
                 sink.error(at: node, "variable '\(name)' has no default; give one or pass --var \(name)=VALUE")
             }
@@ -249,15 +258,22 @@ public struct PipelineLoader: Sendable {
             let inputsNode = item["inputs"]
             let inputs = inputsNode?.strings ?? []
             var inputKinds: [String: OutputKind] = [:]
+            // Inputs reported as wrong here or in their own stage: the config's
+            // references to them would only repeat the mistake.
+            var brokenInputs: Set<String> = []
             for (index, input) in inputs.enumerated() {
                 let at = inputsNode!.isSequence ? inputsNode!.items[index] : inputsNode!
                 if input == id {
                     sink.error(at: at, "stage '\(id)' lists itself as an input")
+                    brokenInputs.insert(input)
                 } else if let kind = kinds[input] {
                     inputKinds[input] = kind
-                } else if seen[input] == nil {
-                    sink.error(at: at, "stage '\(id)': input '\(input)' is not a stage of this pipeline"
-                               + Suggestion.didYouMean(input, in: Array(seen.keys)))
+                } else {
+                    if seen[input] == nil {
+                        sink.error(at: at, "stage '\(id)': input '\(input)' is not a stage of this pipeline"
+                                   + Suggestion.didYouMean(input, in: Array(seen.keys)))
+                    }
+                    brokenInputs.insert(input)
                 }
             }
             let (configNode, unresolved) = interpolate(item["config"] ?? ConfigNode(Node.mapping(.init([])), path: "config",
@@ -267,8 +283,8 @@ public struct PipelineLoader: Sendable {
             if unresolved { continue }
             let checker = ConfigChecker(sink: sink)
             guard checker.check(configNode, against: .object(type.configKeys), what: "config of stage '\(id)' (\(typeName))") else { continue }
-            let build = StageBuild(stageID: id, sink: sink, inputs: inputKinds, connections: Set(connections.keys),
-                                   connectionModes: connections)
+            let build = StageBuild(stageID: id, sink: sink, inputs: inputKinds, brokenInputs: brokenInputs,
+                                   connections: Set(connections.keys), connectionModes: connections)
             guard let implementation = try? type.init(config: configNode, build: build) else { continue }
             let fingerprintSource = (try? Yams.serialize(node: configNode.node)) ?? ""
             result.append(StageDefinition(

@@ -10,6 +10,9 @@ public struct StageBuild {
     public let sink: DiagnosticSink
     /// Declared inputs with what each produces.
     public let inputs: [String: OutputKind]
+    /// Listed inputs already reported as wrong (not a stage, or a stage that
+    /// failed to declare itself); naming one fails without another message.
+    public var brokenInputs: Set<String> = []
     public let connections: Set<String>
     public let connectionModes: [String: Bool]
 
@@ -20,6 +23,8 @@ public struct StageBuild {
     /// Resolves a key naming one of the stage's inputs of the given kind.
     public func input(_ node: ConfigNode?, kind: OutputKind...) throws -> String {
         guard let node, let name = node.string else { throw Invalid() }
+        // With a listed input already wrong, a name missing from the inputs is most likely the one meant.
+        if brokenInputs.contains(name) || (inputs[name] == nil && !brokenInputs.isEmpty) { throw Invalid() }
         guard let actual = inputs[name] else {
             error(at: node, "'\(name)' is not one of this stage's inputs (\(inputs.keys.sorted().joined(separator: ", "))); add it to 'inputs'"
                   + Suggestion.didYouMean(name, in: Array(inputs.keys)))
