@@ -125,6 +125,25 @@ final class LineageTests: XCTestCase {
         XCTAssertNil(LineageLog.unusable("/dev/null"), "a device that discards the log is fine")
     }
 
+    func testALogUnderAFileOrAnUncreatableDirectoryIsRefusedSayingWhichAndWhy() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lineage-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("pipeline.yaml").path
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
+        for (path, reason) in [
+            (file + "/sub/events.jsonl", "'\(file)' is not a directory; give a path whose directories are directories"),
+            ("/proc/pipelinekit-none/events.jsonl", "cannot create the directory '/proc/pipelinekit-none': No such file or directory"),
+        ] {
+            XCTAssertThrowsError(try LineageLog(path: path)) { error in
+                XCTAssertEqual(String(describing: error), "cannot use \(path) as the lineage log: \(reason)")
+            }
+        }
+        let created = directory.appendingPathComponent("a/b/events.jsonl").path
+        XCTAssertNoThrow(try LineageLog(path: created), "missing directories are created")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: created))
+    }
+
     // MARK: verify
 
     func writeLog(events count: Int) throws -> (path: String, lines: [String]) {

@@ -19,7 +19,7 @@ public final class LineageLog: @unchecked Sendable {
         let url = URL(fileURLWithPath: path)
         if let reason = Self.unusable(path) { throw LineageLogUnusable(path: path, reason: reason) }
         do {
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Self.createDirectories(url.deletingLastPathComponent().path, for: path)
             if !FileManager.default.fileExists(atPath: path) {
                 _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
             }
@@ -30,8 +30,22 @@ public final class LineageLog: @unchecked Sendable {
             if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
         } catch {
             // Foundation's file errors print as a dump; their POSIX reason is what helps.
+            if let unusable = error as? LineageLogUnusable { throw unusable }
             let reason = ((error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError).map { String(cString: strerror(Int32($0.code))) }
-            throw LineageLogUnusable(path: path, reason: reason ?? "\(error)")
+            throw LineageLogUnusable(path: path, reason: reason ?? (error as NSError).localizedDescription)
+        }
+    }
+
+    /// Creates the log's directory and any missing parents, saying which
+    /// one is in the way (a file) or what the system refused.
+    private static func createDirectories(_ directory: String, for log: String) throws {
+        guard !directory.isEmpty, fileType(directory) != S_IFDIR else { return }
+        if fileType(directory) != nil {
+            throw LineageLogUnusable(path: log, reason: "'\(directory)' is not a directory; give a path whose directories are directories")
+        }
+        try createDirectories((directory as NSString).deletingLastPathComponent, for: log)
+        if mkdir(directory, 0o777) != 0 && errno != EEXIST {
+            throw LineageLogUnusable(path: log, reason: "cannot create the directory '\(directory)': \(String(cString: strerror(errno)))")
         }
     }
 
