@@ -62,13 +62,13 @@ extension Runner.Lineage {
 
     struct Show: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One run stage by stage: attempts, rows in and out, writes, data quality, errors.")
-        @Argument(help: "The run id.") var runID: String
+        @Argument(help: "The run id, or its first digits as summaries print them.") var runID: String
         @OptionGroup var options: WarehouseOptions
 
         func run() throws {
             let queries = try options.queries()
+            let runID = try queries.resolveRun(self.runID)
             let run = try queries.run(runID)
-            guard !run.rows.isEmpty else { throw ValidationError("no run \(runID) in the lineage mirror") }
             if options.json {
                 print(try JSON.object(["run": run.json, "stages": try queries.stages(runID).json]).line())
             } else {
@@ -87,7 +87,7 @@ extension Runner.Lineage {
         func run() throws {
             let history = try options.queries().tableHistory(table)
             guard !history.rows.isEmpty else {
-                throw ValidationError("no write to '\(table)' is recorded in the lineage mirror; name the table as the pipeline does, schema.table (e.g. dw.userprogram_fact)")
+                throw LineageLookupFailed("no write to '\(table)' is recorded in the lineage mirror; name the table as the pipeline does, schema.table (e.g. dw.userprogram_fact)")
             }
             try options.print(history)
         }
@@ -95,16 +95,13 @@ extension Runner.Lineage {
 
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "What changed between two runs: pipeline hash, stage configs, variables, row counts.")
-        @Argument(help: "The first run id.") var runA: String
-        @Argument(help: "The second run id.") var runB: String
+        @Argument(help: "The first run id (or its first digits).") var runA: String
+        @Argument(help: "The second run id (or its first digits).") var runB: String
         @OptionGroup var options: WarehouseOptions
 
         func run() throws {
             let queries = try options.queries()
-            for id in [runA, runB] where try queries.run(id).rows.isEmpty {
-                throw ValidationError("no run \(id) in the lineage mirror")
-            }
-            try options.print(try queries.diff(runA, runB))
+            try options.print(try queries.diff(try queries.resolveRun(runA), try queries.resolveRun(runB)))
         }
     }
 

@@ -14,8 +14,12 @@ struct Runner: AsyncParsableCommand {
     /// Like the default entry point, except that usage errors exit 2 (as
     /// invalid pipelines do) rather than ArgumentParser's 64.
     static func main() async {
+        // The subcommand that was parsed: a usage error it throws while
+        // running is shown with its own usage, not the top-level one.
+        var parsed: ParsableCommand.Type = Runner.self
         do {
             var command = try parseAsRoot()
+            parsed = type(of: command)
             if var command = command as? AsyncParsableCommand {
                 try await command.run()
             } else {
@@ -23,11 +27,22 @@ struct Runner: AsyncParsableCommand {
             }
         } catch {
             if exitCode(for: error) == .validationFailure {
-                printError(fullMessage(for: error))
+                printError(usageMessage(for: error, in: parsed))
                 Foundation.exit(ExitCode32.invalid)
             }
             exit(withError: error)
         }
+    }
+}
+
+extension Runner {
+    /// A usage error with the usage of the command it concerns: ArgumentParser
+    /// knows the subcommand only for errors it found while parsing.
+    static func usageMessage(for error: Error, in command: ParsableCommand.Type) -> String {
+        guard command != Runner.self else { return fullMessage(for: error) }
+        let usage = usageString(for: command)
+        let name = usage.prefix { $0 != "<" && $0 != "[" }.trimmingCharacters(in: .whitespaces)
+        return "Error: \(message(for: error))\nUsage: \(usage)\n  See '\(name) --help' for more information."
     }
 }
 

@@ -143,7 +143,7 @@ final class BrokenFileCorpusTests: XCTestCase {
     func testAFiftyMegabyteFileIsRefusedQuicklyAtTheStart() throws {
         let directory = try temporaryDirectory()
         let path = directory.appendingPathComponent("huge.yaml").path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try XCTUnwrap(FileHandle(forWritingAtPath: path))
         try handle.write(contentsOf: Data("pipeline: huge\ndescription: \"".utf8))
         let chunk = Data(repeating: UInt8(ascii: "x"), count: 1 << 20)
@@ -268,7 +268,7 @@ enum RunnerBinary {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let out = directory.appendingPathComponent("stdout"), err = directory.appendingPathComponent("stderr")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
         FileManager.default.createFile(atPath: err.path, contents: nil)
         let process = Process()
         process.executableURL = executable

@@ -44,6 +44,12 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(help.contains("(default: \(ProcessInfo.processInfo.activeProcessorCount))"), help)
     }
 
+    func testAUsageErrorFoundWhileRunningShowsTheUsageOfItsOwnCommand() {
+        let message = Runner.usageMessage(for: ValidationError("--as-of expects a date"), in: Runner.Lineage.Show.self)
+        XCTAssertTrue(message.hasPrefix("Error: --as-of expects a date\nUsage: runner lineage show <run-id>"), message)
+        XCTAssertTrue(message.hasSuffix("See 'runner lineage show --help' for more information."), message)
+    }
+
     func testABareNameResolvesUnderPipelinesAndAPathIsKept() throws {
         XCTAssertEqual(try Runner.Validate.parse(["dost"]).pipeline.path, "pipelines/dost.yaml")
         XCTAssertEqual(try Runner.Validate.parse(["./dost"]).pipeline.path, "./dost")

@@ -144,6 +144,28 @@ final class LineageTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: created))
     }
 
+    // MARK: the mirror
+
+    func testARunIsFoundByTheFirstDigitsSummariesPrintAndAnAmbiguousOrUnknownIdSaysSo() throws {
+        let warehouse = try TestDatabase.createDatabase("lineage_ids")
+        let dw = try TestDatabase.connect(warehouse)
+        try dw.execute("CREATE SCHEMA lineage; CREATE TABLE lineage.runs (run_id uuid PRIMARY KEY, started_at timestamptz NOT NULL DEFAULT now())")
+        let ids = ["5f0c1e2a-0000-4000-8000-000000000001", "5f0c1e2a-1111-4000-8000-000000000002", "7d3e9b10-2222-4000-8000-000000000003"]
+        for id in ids { try dw.query("INSERT INTO lineage.runs (run_id) VALUES ($1::uuid)", [id]) }
+        let queries = try LineageQueries(warehouse: ConnInfo(warehouse))
+
+        XCTAssertEqual(try queries.resolveRun("7d3e9b10"), ids[2])
+        XCTAssertEqual(try queries.resolveRun("7D3E9B10-2222-4000-8000-000000000003"), ids[2], "an id in capitals")
+        XCTAssertEqual(try queries.resolveRun("5f0c1e2a-1"), ids[1])
+        for (id, message) in [
+            ("5f0c1e2a", "run id 5f0c1e2a is ambiguous: it begins 2 runs (\(ids[0]), \(ids[1])); give more digits"),
+            ("abcdef12", "no run abcdef12 in the lineage mirror; `runner lineage runs PIPELINE` lists them"),
+            ("5f0c%", "'5f0c%' is not a run id: give one as `runner lineage runs` lists it, or its first digits"),
+        ] {
+            XCTAssertThrowsError(try queries.resolveRun(id)) { XCTAssertEqual(String(describing: $0), message) }
+        }
+    }
+
     // MARK: verify
 
     func writeLog(events count: Int) throws -> (path: String, lines: [String]) {

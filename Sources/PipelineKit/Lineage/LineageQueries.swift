@@ -18,6 +18,24 @@ public struct LineageQueries {
                          rows: result.rows.map { $0.map { $0 ?? "" } })
     }
 
+    /// The full id of the run that `id` names: a whole run id, or its first
+    /// digits as summaries print them (`5f0c1e2a`), in either case.
+    public func resolveRun(_ id: String) throws -> String {
+        let prefix = id.lowercased()
+        guard !prefix.isEmpty, prefix.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+            throw LineageLookupFailed("'\(id)' is not a run id: give one as `runner lineage runs` lists it, or its first digits")
+        }
+        let matches = try connection.query(
+            "SELECT run_id::text FROM lineage.runs WHERE run_id::text LIKE $1 || '%' ORDER BY started_at LIMIT 6", [prefix])
+            .rows.compactMap { $0[0] }
+        switch matches.count {
+        case 0: throw LineageLookupFailed("no run \(id) in the lineage mirror; `runner lineage runs PIPELINE` lists them")
+        case 1: return matches[0]
+        default:
+            throw LineageLookupFailed("run id \(id) is ambiguous: it begins \(matches.count > 5 ? "more than 5 runs" : "\(matches.count) runs") (\(matches.prefix(5).joined(separator: ", "))); give more digits")
+        }
+    }
+
     public func runs(pipeline: String) throws -> TextTable {
         try table("""
             SELECT run_id, status, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || 'Z' AS started,
@@ -89,4 +107,10 @@ public struct LineageQueries {
             WHERE log_path = $1 AND last_log_hash IS NOT NULL AND last_log_hash <> ''
             """, [logPath]).rows.map { ($0[0] ?? "", $0[1] ?? "") }
     }
+}
+
+/// A `runner lineage` question about something the mirror does not hold.
+public struct LineageLookupFailed: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
