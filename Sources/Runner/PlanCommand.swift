@@ -27,14 +27,9 @@ extension Runner {
                     print("  \(index + 1). \(stage.id) [\(stage.type)]\(inputs)")
                 }
             case .dot:
-                print("digraph \"\(definition.name)\" {\n  rankdir=LR;")
-                for stage in stages { print("  \"\(stage.id)\" [label=\"\(stage.id)\\n\(stage.type)\"];") }
-                for stage in stages { for input in stage.inputs { print("  \"\(input)\" -> \"\(stage.id)\";") } }
-                print("}")
+                print(PlanGraph(name: definition.name, stages: stages).dot)
             case .mermaid:
-                print("flowchart LR")
-                for stage in stages { print("  \(stage.id)[\"\(stage.id)<br/>\(stage.type)\"]") }
-                for stage in stages { for input in stage.inputs { print("  \(input) --> \(stage.id)") } }
+                print(PlanGraph(name: definition.name, stages: stages).mermaid)
             }
         }
     }

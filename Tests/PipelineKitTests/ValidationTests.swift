@@ -421,6 +421,20 @@ final class ValidationTests: XCTestCase {
         }
     }
 
+    func testAnUnparseableConnectionStringKeepsWhatHelpsAndHidesWhatMayBeSecret() {
+        for (url, expected) in [
+            ("host=x user=etl password=Pass S3cret",
+             "invalid connection string: missing \"=\" after \"…\" in connection info string; write key=value pairs, and quote a value holding spaces in single quotes (password='a b')"),
+            ("host=x PASSWORD=S3cret",
+             "invalid connection string: invalid connection option \"PASSWORD\"; libpq's options are lower case, such as host, port, dbname, user, sslmode"),
+        ] {
+            let text = Self.valid.replacingOccurrences(of: "\"host=/tmp dbname=x\"", with: "\"${SRC_URL}\"")
+            let diagnostics = loadDiagnostics(text, options: loadOptions(environment: ["SRC_URL": url]))
+            assertSingleDiagnostic(diagnostics, at: (3, 8), contains: ["connection 'src': " + expected])
+            XCTAssertFalse(diagnostics.map(\.description).joined().contains("S3cret"), "\(diagnostics)")
+        }
+    }
+
     // MARK: hostile files
 
     func testAliasBombIsRejectedQuicklyWithAClearMessage() {

@@ -50,6 +50,25 @@ final class CommandLineTests: XCTestCase {
         XCTAssertTrue(message.hasSuffix("See 'runner lineage show --help' for more information."), message)
     }
 
+    func testPlanGraphsEscapeStageIdsAndNamesSoGraphvizAndMermaidCanParseThem() {
+        let graph = PlanGraph(name: "p\"q", stages: [(id: "a\"b c]", type: "pgExtract", inputs: []),
+                                                   (id: "load#1", type: "factUpsert", inputs: ["a\"b c]"])])
+        XCTAssertEqual(graph.dot, """
+            digraph "p\\"q" {
+              rankdir=LR;
+              "a\\"b c]" [label="a\\"b c]\\npgExtract"];
+              "load#1" [label="load#1\\nfactUpsert"];
+              "a\\"b c]" -> "load#1";
+            }
+            """)
+        XCTAssertEqual(graph.mermaid, """
+            flowchart LR
+              s0["a#quot;b c]<br/>pgExtract"]
+              s1["load#35;1<br/>factUpsert"]
+              s0 --> s1
+            """)
+    }
+
     func testABareNameResolvesUnderPipelinesAndAPathIsKept() throws {
         XCTAssertEqual(try Runner.Validate.parse(["dost"]).pipeline.path, "pipelines/dost.yaml")
         XCTAssertEqual(try Runner.Validate.parse(["./dost"]).pipeline.path, "./dost")

@@ -17,7 +17,7 @@ public struct ConnInfo: Sendable, Equatable {
             let message = errmsg.map { String(cString: $0) } ?? "invalid connection string"
             if let errmsg { PQfreemem(errmsg) }
             throw PGError(kind: .connection, message: "invalid connection string: "
-                + Self.hidingQuotes(message.trimmingCharacters(in: .whitespacesAndNewlines)))
+                + Self.safeComplaint(message.trimmingCharacters(in: .whitespacesAndNewlines)))
         }
         defer { PQconninfoFree(options) }
         var result: [String: String] = [:]
@@ -29,6 +29,25 @@ public struct ConnInfo: Sendable, Equatable {
             cursor += 1
         }
         return result
+    }
+
+    /// libpq's complaint about a string it cannot parse, with what could be
+    /// a secret hidden: its two common complaints keep what helps to fix
+    /// them (the missing `=`, an unknown option's name, which is a keyword
+    /// and never a value); any other has its quoted part hidden.
+    static func safeComplaint(_ message: String) -> String {
+        let missingEquals = (prefix: "missing \"=\" after \"", suffix: "\" in connection info string")
+        if message.hasPrefix(missingEquals.prefix), message.hasSuffix(missingEquals.suffix) {
+            // The word before which "=" is missing may be a password's second half ("password=a b").
+            return "missing \"=\" after \"…\" in connection info string; write key=value pairs, and quote a value holding spaces in single quotes (password='a b')"
+        }
+        let unknownOption = "invalid connection option \""
+        if message.hasPrefix(unknownOption), message.hasSuffix("\""),
+           case let name = message.dropFirst(unknownOption.count).dropLast(),
+           !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
+            return "invalid connection option \"\(name)\"; libpq's options are lower case, such as host, port, dbname, user, sslmode"
+        }
+        return hidingQuotes(message)
     }
 
     /// libpq quotes the offending part of a string it cannot parse: the
