@@ -30,6 +30,29 @@ final class ConnectionTests: XCTestCase {
         XCTAssertEqual(try connection.query("SHOW application_name").string(0, 0), "runner/p/s")
     }
 
+    func testARefusedLoginIsNotRetriedButAnUnreachableServerIs() throws {
+        let options = try ConnInfo(try TestDatabase.createDatabase("conn")).parsed()
+        let server = "host=\(options["host"]!) port=\(options["port"]!)"
+        for (conninfo, refused) in [
+            ("\(server) user=postgres dbname=pipelinekit_no_such_db", true),
+            ("\(server) user=pipelinekit_no_such_role dbname=postgres", true),
+            ("host=/tmp/pipelinekit-no-such-dir port=5 dbname=postgres connect_timeout=2", false),
+        ] {
+            XCTAssertThrowsError(try PGConnection(ConnInfo(conninfo), applicationName: "t")) { error in
+                let error = error as! PGError
+                XCTAssertEqual(error.kind, refused ? .refused : .connection, error.description)
+                XCTAssertEqual(error.isTransient, !refused, error.description)
+                XCTAssertEqual(error.hint?.hasPrefix("the login was refused, so it is not retried"), refused, error.description)
+            }
+        }
+        for message in ["FATAL:  password authentication failed for user \"etl\"",
+                        "fe_sendauth: no password supplied",
+                        "FATAL:  no pg_hba.conf entry for host \"10.0.0.1\", user \"etl\", database \"dw\", no encryption"] {
+            XCTAssertTrue(PGError.isRefusal(message), message)
+        }
+        XCTAssertFalse(PGError.isRefusal("connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: No such file or directory"))
+    }
+
     func testAServerErrorCarriesSQLStateDetailHintAndNoPassword() throws {
         let secret = "pw-\(UUID().uuidString.prefix(6))"
         let connection = try PGConnection(ConnInfo(try TestDatabase.createDatabase("conn") + " password=\(secret)"), applicationName: "t")

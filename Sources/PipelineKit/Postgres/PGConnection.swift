@@ -38,11 +38,14 @@ public final class PGConnection: @unchecked Sendable {
         }
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = String(cString: PQerrorMessage(connection))
+            let refused = PGError.isRefusal(message) || PQconnectionNeedsPassword(connection) == 1
             PQfinish(connection)
-            throw PGError(kind: .connection,
+            throw PGError(kind: refused ? .refused : .connection,
                           message: "could not connect\(name.map { " with connection '\($0)'" } ?? ""): "
                               + message.trimmingCharacters(in: .whitespacesAndNewlines),
-                          hint: "check that the server is running and that the connection string, PG* variables and .pgpass are right",
+                          hint: refused
+                              ? "the login was refused, so it is not retried: check the user, the password (${VAR}, PGPASSWORD or ~/.pgpass), the database name, sslmode and the server's pg_hba.conf"
+                              : "check that the server is running and that the connection string, PG* variables and .pgpass are right",
                           target: target)
         }
         conn = connection

@@ -11,6 +11,9 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
         case server
         /// The connection could not be opened or was lost.
         case connection
+        /// The login was refused, or the connection string cannot work:
+        /// retrying the same login cannot succeed.
+        case refused
         /// The client side of a COPY or a result did not match expectations.
         case protocolViolation
     }
@@ -42,6 +45,19 @@ public struct PGError: Error, CustomStringConvertible, Sendable {
         guard let state = sqlState else { return false }
         if state.hasPrefix("08") || state.hasPrefix("53") { return true }
         return ["40001", "40P01", "57P01", "57P02", "57P03"].contains(state)
+    }
+
+    /// Whether a failed connection attempt was a refusal rather than an
+    /// outage. The server sends no SQLSTATE that libpq would expose at
+    /// connection time, so its messages (and libpq's own) are matched; an
+    /// unknown one counts as an outage and is retried.
+    public static func isRefusal(_ message: String) -> Bool {
+        [
+            "password authentication failed", "no password supplied", "authentication failed for user",
+            "no pg_hba.conf entry", "pg_hba.conf rejects", "does not exist", "permission denied for database",
+            "server does not support SSL, but SSL was required", "invalid sslmode value", "invalid port number",
+            "invalid integer value",
+        ].contains { message.contains($0) }
     }
 
     public var description: String {
