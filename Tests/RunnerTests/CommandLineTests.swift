@@ -69,6 +69,12 @@ final class CommandLineTests: XCTestCase {
             """)
     }
 
+    func testATextLogEventStaysOnOneLineWithAnErrorsDetailAndHint() {
+        XCTAssertEqual(OneLineLogHandler.oneLine("could not connect: refused\n  detail: the detail\n  hint: check it"),
+                       "could not connect: refused; detail: the detail; hint: check it")
+        XCTAssertEqual(OneLineLogHandler.oneLine("one line"), "one line")
+    }
+
     func testABareNameResolvesUnderPipelinesAndAPathIsKept() throws {
         XCTAssertEqual(try Runner.Validate.parse(["dost"]).pipeline.path, "pipelines/dost.yaml")
         XCTAssertEqual(try Runner.Validate.parse(["./dost"]).pipeline.path, "./dost")

@@ -293,14 +293,43 @@ final class ReliabilityTests: XCTestCase {
     }
 }
 
+extension ReliabilityTests {
+    func testEveryLogLineOfARunCarriesItsRunIDFromTheLockToTheRefreshDecision() async throws {
+        let source = try TestDatabase.createDatabase("tagged_src")
+        let warehouse = try TestDatabase.createDatabase("tagged_dw")
+        try TestDatabase.connect(source).execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events VALUES (1, 1)")
+        let pipeline = try load(Self.header + """
+              - id: events
+                type: pgExtract
+                config: {connection: source, table: public.events, columns: {id: bigint, v: int}, incremental: {tracking_key: id}}
+              - id: copied
+                type: factUpsert
+                inputs: [events]
+                config: {from: events, connection: warehouse, table: dw.events, key: id, columns: {id: bigint, v: int}}
+            """, source: source, warehouse: warehouse)
+        let log = CapturedLog()
+        let logger = Logger(label: "test") { _ in log }
+        for _ in 0..<2 {
+            let report = try await PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger)).run()
+            XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        }
+        XCTAssertTrue(log.messages.contains { $0.hasPrefix("full refresh: no earlier run") }, "\(log.messages)")
+        XCTAssertTrue(log.messages.contains { $0.hasPrefix("incremental since run") }, "\(log.messages)")
+        XCTAssertEqual(log.untagged, [], "lines without the run id")
+    }
+}
+
 /// Log lines of a run, as `message [key=value ...]`.
 final class CapturedLog: LogHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
+    private var withoutRun: [String] = []
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level = .trace
 
     var messages: [String] { lock.withLock { lines } }
+    /// The messages of lines that carry no run id.
+    var untagged: [String] { lock.withLock { withoutRun } }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -310,6 +339,9 @@ final class CapturedLog: LogHandler, @unchecked Sendable {
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
         let text = "\(event.message) " + all.filter { $0.key == "stage" }.map { "[\($0.key)=\($0.value)]" }.joined()
-        lock.withLock { lines.append(text) }
+        lock.withLock {
+            lines.append(text)
+            if all["run"] == nil { withoutRun.append("\(event.message)") }
+        }
     }
 }

@@ -57,17 +57,13 @@ public final class PipelineExecutor: Sendable {
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
+        // Every line of the run carries its id, from the lock to the last observer.
+        var options = options
+        options.logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
         self.options = options
         self.runID = runID
         plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
         observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
-    }
-
-    /// The run's logger: its lines carry the run id.
-    private var runLogger: Logger {
-        var logger = options.logger
-        logger[metadataKey: "run"] = .string(runID.uuidString.lowercased())
-        return logger
     }
 
     /// Stops scheduling, interrupts running statements (their transactions
@@ -91,7 +87,7 @@ public final class PipelineExecutor: Sendable {
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
         defer { sessions.close() }
-        let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: runLogger,
+        let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: options.logger,
                                   after: options.reportLockWaitsAfter)
         defer { lockWaits.stop() }
         // Decided under the lock, so no concurrent run moves the state in between.
@@ -209,7 +205,7 @@ public final class PipelineExecutor: Sendable {
 
     private func execute(_ stage: StageDefinition, inputs: [String: StageOutput], restore: Bool,
                          info: RunInfo, _ sessions: RunSessions) async -> (StageReport, StageOutput?) {
-        var logger = runLogger
+        var logger = options.logger
         logger[metadataKey: "stage"] = .string(stage.id)
         let observers = self.observers
         let begin = Date()
