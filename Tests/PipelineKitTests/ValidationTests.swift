@@ -101,7 +101,14 @@ final class ValidationTests: XCTestCase {
     func testDuplicateYAMLKeyIsRejected() {
         let diagnostics = loadDiagnostics("pipeline: demo\npipeline: again\nstages:\n  - id: a\n    type: noop\n",
                                           registry: testRegistry)
-        assertSingleDiagnostic(diagnostics, at: (1, 1), contains: ["duplicate key 'pipeline'"])
+        assertSingleDiagnostic(diagnostics, at: (2, 1), contains: ["duplicate key 'pipeline' in a mapping (first at line 1)"])
+    }
+
+    func testADuplicateKeyIsReportedWhereItIsRepeatedInsideAStageAndInAFlowMapping() {
+        let block = Self.valid.replacingOccurrences(of: "      table: t\n", with: "      table: t\n      table: u\n")
+        assertSingleDiagnostic(loadDiagnostics(block), at: (10, 7), contains: ["duplicate key 'table' in a mapping (first at line 9)"])
+        let flow = Self.valid.replacingOccurrences(of: "{id: bigint}", with: "{id: bigint, id: int}")
+        XCTAssertEqual(loadDiagnostics(flow).first?.message.contains("duplicate key 'id' in a mapping; each key may appear once"), true)
     }
 
     // MARK: keys

@@ -35,7 +35,7 @@ enum SourceFile {
             root = node
         } catch let error as YamlError {
             // libyaml's message for tab indentation is cryptic; say it plainly when that is the cause.
-            if !reportTabs(text, sink: sink) { report(error, sink: sink) }
+            if !reportTabs(text, sink: sink) { report(error, in: text, sink: sink) }
             return nil
         } catch {
             sink.error(line: 1, column: 1, "cannot parse YAML: \(error)")
@@ -75,20 +75,49 @@ enum SourceFile {
         return found
     }
 
-    private static func report(_ error: YamlError, sink: DiagnosticSink) {
+    private static func report(_ error: YamlError, in text: String, sink: DiagnosticSink) {
         switch error {
         case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _), let .composer(context, problem, mark, _):
             let prefix = context.map { "\($0.text) at \($0.mark.line):\($0.mark.column): " } ?? ""
             sink.error(line: mark.line, column: mark.column, "YAML syntax error: \(prefix)\(problem)")
         case let .duplicatedKeysInMapping(duplicates, context):
-            sink.error(line: context.mark.line, column: context.mark.column,
-                       "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in a mapping; each key may appear once")
+            let names = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+            // libyaml marks the mapping; the repeated key is what needs removing.
+            if let key = duplicates.first.map({ "\($0)" }),
+               let (first, second) = repeatedKey(key, inMappingAt: context.mark.line, in: text) {
+                sink.error(line: second.line, column: second.column,
+                           "duplicate key \(names) in a mapping (first at line \(first)); each key may appear once")
+            } else {
+                sink.error(line: context.mark.line, column: context.mark.column,
+                           "duplicate key \(names) in a mapping; each key may appear once")
+            }
         case let .reader(problem, offset, _, yaml):
             let (line, column) = offset.map { position(ofUTF8Offset: $0, in: yaml) } ?? (1, 1)
             sink.error(line: line, column: column, "cannot read YAML: \(problem)")
         default:
             sink.error(line: 1, column: 1, "cannot parse YAML: \(error)")
         }
+    }
+
+    /// In a block mapping starting at `line`, the line of `key`'s first
+    /// occurrence and the position of its second, at the same indentation;
+    /// nil for a flow mapping or a key written otherwise.
+    static func repeatedKey(_ key: String, inMappingAt line: Int, in text: String) -> (first: Int, second: (line: Int, column: Int))? {
+        let lines = text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
+        var first: (line: Int, column: Int)?
+        for number in max(line, 1)...lines.count {
+            let content = lines[number - 1]
+            // A sequence item's first key follows its "- ".
+            var rest = content.drop { $0 == " " }
+            while rest.hasPrefix("- ") { rest = rest.dropFirst(2).drop { $0 == " " } }
+            let column = content.count - rest.count + 1
+            let trimmed = rest.trimmingCharacters(in: .whitespaces)
+            if let start = first, !trimmed.isEmpty, !trimmed.hasPrefix("#"), column < start.column { return nil }
+            guard ["\(key):", "\"\(key)\":", "'\(key)':"].contains(where: { rest.hasPrefix($0) }) else { continue }
+            guard let start = first else { first = (number, column); continue }
+            if column == start.column { return (start.line, (number, column)) }
+        }
+        return nil
     }
 
     /// Line and column (in Unicode scalars, as libyaml counts) of an index; CRLF counts as one line break.
