@@ -104,6 +104,11 @@ final class ValidationTests: XCTestCase {
         assertSingleDiagnostic(diagnostics, at: (2, 1), contains: ["duplicate key 'pipeline' in a mapping (first at line 1)"])
     }
 
+    func testAMistakeInAStageEntryNamesTheStageBesidesItsIndex() {
+        let text = Self.valid.replacingOccurrences(of: "    type: pgExtract\n", with: "    type: pgExtract\n    inptus: []\n")
+        assertSingleDiagnostic(loadDiagnostics(text), at: (7, 5), contains: ["unknown key 'inptus' in 'stages'[0] (id 'a'); did you mean 'inputs'?"])
+    }
+
     func testADuplicateKeyIsReportedWhereItIsRepeatedInsideAStageAndInAFlowMapping() {
         let block = Self.valid.replacingOccurrences(of: "      table: t\n", with: "      table: t\n      table: u\n")
         assertSingleDiagnostic(loadDiagnostics(block), at: (10, 7), contains: ["duplicate key 'table' in a mapping (first at line 9)"])

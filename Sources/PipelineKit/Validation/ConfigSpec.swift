@@ -132,7 +132,9 @@ public struct ConfigChecker {
             }
             var ok = true
             for (index, element) in node.items.enumerated() {
-                ok = check(element, against: item, what: "\(what)[\(index)]") && ok
+                // An item that names itself (a stage's id) is easier to find by its name than by its index.
+                let name = element.isMapping ? element["id"]?.string.map { " (id '\($0)')" } ?? "" : ""
+                ok = check(element, against: item, what: "\(what)[\(index)]\(name)") && ok
             }
             return ok
         case .dictionary(let value):
