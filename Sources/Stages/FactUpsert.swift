@@ -25,14 +25,24 @@ public struct FactUpsert: Stage {
         }
     }
 
-    public func run(_ context: StageContext) throws -> StageOutput {
-        let input = try context.relation(from)
+    /// Every declared column must come from the input, in a type it can be written as.
+    private func checkColumns(of input: [Field]) throws {
         for field in fields {
-            let source = try requireField(field.name, in: input.schema, of: "input '\(from)'")
+            let source = try requireField(field.name, in: input, of: "input '\(from)'")
             guard source.type.canBeWritten(as: field.type) else {
                 throw StageFailure.config("column '\(field.name)' is \(source.type) in '\(from)' but declared \(field.type) for \(target.table)")
             }
         }
+    }
+
+    public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? {
+        if let input = inputs[from] { try checkColumns(of: input) }
+        return fields
+    }
+
+    public func run(_ context: StageContext) throws -> StageOutput {
+        let input = try context.relation(from)
+        try checkColumns(of: input.schema)
         guard let partial = input as? PartialRelation else {
             var rows = 0
             _ = try target.write(columns: fields, context: context, deleteMissing: true) { emit in

@@ -56,6 +56,9 @@ public struct LookupBuild: Stage {
         }
     }
 
+    /// A lookup holds its input's rows, with their columns.
+    public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? { inputs[from] }
+
     public func run(_ context: StageContext) throws -> StageOutput {
         let input = try context.completeRelation(from)
         let rows = try input.materialize(context.scan)

@@ -189,6 +189,9 @@ public struct PgExtract: WatermarkSource {
         return (below ? "" : "\(key) > \(low) AND ") + "(\(key) > \(high) OR \(late))"
     }
 
+    /// As declared: the run checks them against the source.
+    public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? { fields }
+
     public var isTracked: Bool { tracking != nil }
     public var sourceConnection: String { connection }
 

@@ -226,14 +226,14 @@ public struct WindowAggregate: Stage {
     static let maxDays = 3_660_000
 
     /// Output columns: group keys, attributes, dates, then `<window>_<measure>`.
-    func outputSchema(anchor: [Field], lookups: [String: Lookup]) throws -> [Field] {
+    func outputSchema(anchor: [Field], lookups: [String: [Field]]) throws -> [Field] {
         var fields = try groupBy.map { try requireField($0, in: anchor, of: "anchor input '\(anchorFrom)'") }
         for attribute in attributes {
             switch attribute.source {
             case .anchor(let column):
                 fields.append(Field(attribute.name, try requireField(column, in: anchor, of: "anchor input '\(anchorFrom)'").type))
             case let .lookup(input, _, column, _):
-                fields.append(Field(attribute.name, try requireField(column, in: lookups[input]!.schema, of: "lookup '\(input)'").type))
+                fields.append(Field(attribute.name, try requireField(column, in: lookups[input] ?? [], of: "lookup '\(input)'").type))
             }
         }
         for date in dates {
@@ -258,6 +258,18 @@ public struct WindowAggregate: Stage {
         return fields
     }
 
+    public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? {
+        var lookups: [String: [Field]] = [:]
+        for attribute in attributes {
+            if case .lookup(let input, _, _, _) = attribute.source {
+                guard let columns = inputs[input] else { return nil }
+                lookups[input] = columns
+            }
+        }
+        guard let anchor = inputs[anchorFrom] else { return nil }
+        return try outputSchema(anchor: anchor, lookups: lookups)
+    }
+
     /// Fetching a group's events by key is random access on the source; once
     /// more than this fraction (1/n) of the groups changed, e.g. after a long
     /// gap between runs, one sequential read of all events is cheaper.
@@ -273,7 +285,7 @@ public struct WindowAggregate: Stage {
             ChangedGroups.Inputs(stage: self, lookups: lookups, anchor: anchor, events: events, context: context).map { ($0, previous) }
         }
         let anchorRows = try anchor.materialize(context.scan)
-        let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups)
+        let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups.mapValues(\.schema))
         if let (changes, previous) = changes {
             // Finding what changed needs every group's window ends only; the
             // whole table is then built for the changed groups alone.

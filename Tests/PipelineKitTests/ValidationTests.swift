@@ -586,6 +586,25 @@ final class ValidationTests: XCTestCase {
         }
     }
 
+    /// Columns are followed from the extracts' declarations through lookups
+    /// and the window aggregate, so a fact column nothing produces fails
+    /// validation instead of the run, after the lookups were written.
+    func testAFactColumnTheInputsCannotProduceFailsValidationNamingTheStage() throws {
+        let text = String(decoding: try Self.dostWarehouseData, as: UTF8.self)
+        let line = text.components(separatedBy: "\n").firstIndex(of: "  - id: userprogram_fact")! + 1
+        for (old, new, message) in [
+            ("        eop_scheduled: int\n", "        eop_scheduled: int\n        foo: int\n", "input 'userprogram' has no column 'foo' (it has: user_id, program_id"),
+            ("        partnerorg_id: bigint\n", "        partnerorg_id: text\n", "column 'partnerorg_id' is bigint in 'userprogram' but declared text for dw.userprogram_fact"),
+            // Through the users extract, the user lookup and the window aggregate's attribute.
+            ("columns: {id: bigint, created_on: timestamptz}", "columns: {id: bigint, created_on: text}",
+             "column 'created_on' is text in 'userprogram' but declared timestamptz for dw.userprogram_fact"),
+        ] {
+            guard let range = text.range(of: old) else { XCTFail("no '\(old)'"); continue }
+            let diagnostics = loadDiagnostics(text.replacingCharacters(in: range, with: new))
+            assertSingleDiagnostic(diagnostics, at: (line, 5), contains: ["stage 'userprogram_fact': " + message])
+        }
+    }
+
     func testShippedDostWarehousePipelineLoads() throws {
         let pipeline = try loadDost()
         XCTAssertEqual(pipeline.name, "dost_warehouse")

@@ -301,8 +301,35 @@ public struct PipelineLoader: Sendable {
                                                }, uniquingKeysWith: { first, _ in first })),
            let first = seen[cycle[0]] {
             sink.error(at: first, "the stages form a cycle: \((cycle + [cycle[0]]).joined(separator: " → ")); remove one of these inputs")
+        } else {
+            checkColumns(of: result, sink: sink)
         }
         return result
+    }
+
+    /// Works out every stage's output columns from its inputs', in dependency
+    /// order, so that a column a stage needs and cannot get is reported now
+    /// rather than when the run reaches it, maybe after other stages wrote.
+    private func checkColumns(of stages: [StageDefinition], sink: DiagnosticSink) {
+        let byID = Dictionary(stages.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        var known: [String: [Field]?] = [:]
+        func columns(of id: String) -> [Field]? {
+            if let done = known[id] { return done }
+            known[id] = .some(nil)  // no cycle here (checked before), but never loop
+            guard let stage = byID[id] else { return nil }
+            var inputs: [String: [Field]] = [:]
+            for input in stage.inputs { inputs[input] = columns(of: input) }
+            do {
+                let output = try stage.implementation.outputColumns(inputs: inputs)
+                known[id] = .some(output)
+                return output
+            } catch {
+                let message = if case .config(let text) = error as? StageFailure { text } else { "\(error)" }
+                sink.error(line: stage.line, column: stage.column, "stage '\(id)': \(message)")
+                return nil
+            }
+        }
+        for stage in stages { _ = columns(of: stage.id) }
     }
 
     /// A stage's fingerprint for incremental refresh: its type, inputs and

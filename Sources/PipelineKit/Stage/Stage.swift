@@ -56,9 +56,17 @@ public protocol Stage: Sendable {
     /// run's refresh state with its rows, and an incremental run needs the
     /// state of every writing stage.
     var tablesWritten: [String] { get }
+
+    /// The columns of the output, worked out before anything runs from the
+    /// columns of the inputs (by input id; a lookup's are its rows'). nil
+    /// when they cannot be known without running. Throws `StageFailure` for
+    /// a column the stage needs and its inputs lack, which it would
+    /// otherwise meet only at run time, maybe after other stages wrote.
+    func outputColumns(inputs: [String: [Field]]) throws -> [Field]?
 }
 
 extension Stage {
+    public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? { nil }
     public func restore(_ context: StageContext) throws -> StageOutput? { nil }
     public var restoresWithoutInputs: Bool { false }
     public var tablesWritten: [String] { [] }
