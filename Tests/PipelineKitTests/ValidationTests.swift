@@ -677,6 +677,14 @@ final class ValidationTests: XCTestCase {
         }
     }
 
+    func testAWholeNumberTooLargeForAnIntVariableIsSaidToBeOutOfRange() {
+        XCTAssertEqual(VariableValue.problem(kind: .int, text: "99999999999999999999"),
+                       "is out of range (a whole number from \(Int.min) to \(Int.max))")
+        XCTAssertEqual(VariableValue.problem(kind: .int, text: "-99999999999999999999")?.hasPrefix("is out of range"), true)
+        XCTAssertEqual(VariableValue.problem(kind: .int, text: "3.5"), "is not a whole number")
+        XCTAssertNil(VariableValue.problem(kind: .int, text: "-42"))
+    }
+
     func testVarOverrideOfAnUndeclaredVariableIsRejected() {
         do {
             _ = try loadDost(loadOptions(overrides: [(name: "min_listen_sec", value: "5")]))

@@ -33,7 +33,7 @@ public enum DataType: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    public static let declarableNames = "smallint, int, bigint, double, bool, text, date, timestamptz, numeric(P,S)"
+    public static let declarableNames = "smallint, int, bigint, double, bool, text, date, timestamptz, numeric(P,S) with 1 ≤ P ≤ 18 and 0 ≤ S ≤ P"
 
     public var description: String {
         switch self {

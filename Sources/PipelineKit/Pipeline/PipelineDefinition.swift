@@ -50,7 +50,11 @@ public struct VariableValue: Sendable, Hashable {
     static func problem(kind: Kind, text: String) -> String? {
         switch kind {
         case .string: return nil
-        case .int: return Int(text) == nil ? "is not a whole number" : nil
+        case .int:
+            if Int(text) != nil { return nil }
+            let digits = text.hasPrefix("-") || text.hasPrefix("+") ? text.dropFirst() : Substring(text)
+            return !digits.isEmpty && digits.allSatisfy(\.isASCII) && digits.allSatisfy(\.isNumber)
+                ? "is out of range (a whole number from \(Int.min) to \(Int.max))" : "is not a whole number"
         case .number: return Double(text) == nil ? "is not a number" : nil
         case .bool: return ["true", "false"].contains(text) ? nil : "is not true or false"
         case .date: return CivilDate(written: text) == nil ? "is not a valid date YYYY-MM-DD" : nil
