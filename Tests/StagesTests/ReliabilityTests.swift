@@ -254,6 +254,19 @@ final class ReliabilityTests: XCTestCase {
         try await assertALockWaitIsReported(tracked: true, stage: "refresh")
     }
 
+    /// Table `events` of the source copied to dw.events in the warehouse.
+    private func eventsCopy(source: String, warehouse: String, tracked: Bool) throws -> PipelineDefinition {
+        try load(Self.header + """
+              - id: events
+                type: pgExtract
+                config: {connection: source, table: public.events, columns: {id: bigint, v: int}\(tracked ? ", incremental: {tracking_key: id}" : "")}
+              - id: copied
+                type: factUpsert
+                inputs: [events]
+                config: {from: events, connection: warehouse, table: dw.events, key: id, columns: {id: bigint, v: int}}
+            """, source: source, warehouse: warehouse)
+    }
+
     /// Another session holds the source table while a run starts: the run
     /// waits, says who it waits for, and succeeds once the lock is released.
     private func assertALockWaitIsReported(tracked: Bool, stage: String) async throws {
@@ -263,15 +276,7 @@ final class ReliabilityTests: XCTestCase {
         try holder.execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events SELECT g, g FROM generate_series(1, 10) g")
         try holder.execute("SET application_name = 'nightly-reload'; BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
         let holderPID = try holder.query("SELECT pg_backend_pid()").int(0, 0) ?? 0
-        let pipeline = try load(Self.header + """
-              - id: events
-                type: pgExtract
-                config: {connection: source, table: public.events, columns: {id: bigint, v: int}\(tracked ? ", incremental: {tracking_key: id}" : "")}
-              - id: copied
-                type: factUpsert
-                inputs: [events]
-                config: {from: events, connection: warehouse, table: dw.events, key: id, columns: {id: bigint, v: int}}
-            """, source: source, warehouse: warehouse)
+        let pipeline = try eventsCopy(source: source, warehouse: warehouse, tracked: tracked)
         let log = CapturedLog()
         var logger = Logger(label: "test") { _ in log }
         logger.logLevel = .warning
@@ -298,15 +303,7 @@ extension ReliabilityTests {
         let source = try TestDatabase.createDatabase("tagged_src")
         let warehouse = try TestDatabase.createDatabase("tagged_dw")
         try TestDatabase.connect(source).execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events VALUES (1, 1)")
-        let pipeline = try load(Self.header + """
-              - id: events
-                type: pgExtract
-                config: {connection: source, table: public.events, columns: {id: bigint, v: int}, incremental: {tracking_key: id}}
-              - id: copied
-                type: factUpsert
-                inputs: [events]
-                config: {from: events, connection: warehouse, table: dw.events, key: id, columns: {id: bigint, v: int}}
-            """, source: source, warehouse: warehouse)
+        let pipeline = try eventsCopy(source: source, warehouse: warehouse, tracked: true)
         let log = CapturedLog()
         let logger = Logger(label: "test") { _ in log }
         for _ in 0..<2 {
