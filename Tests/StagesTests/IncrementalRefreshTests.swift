@@ -313,6 +313,30 @@ final class IncrementalRefreshTests: XCTestCase {
         }
     }
 
+    func testTheStateRecordsEachTablesIdentityAndSeesItReplacedAPartitionedTableByItsOidAlone() throws {
+        let dw = try TestDatabase.connect(try TestDatabase.createDatabase("dost_dw_inc"))
+        try dw.execute("""
+            CREATE SCHEMA dw; CREATE TABLE dw.plain (id int PRIMARY KEY);
+            CREATE TABLE dw.parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+            CREATE TABLE dw.parted_1 PARTITION OF dw.parted FOR VALUES FROM (0) TO (100)
+            """)
+        try RefreshStateStore.ensureSchema(dw)
+        let state = RefreshState(runID: UUID(), asOf: CivilDate(iso: "2020-10-15")!,
+                                 fingerprint: RefreshFingerprint(stages: [:], variables: [:]), watermarks: [:])
+        for table in ["dw.plain", "dw.parted"] {
+            try RefreshStateStore.save(dw, pipeline: "p", stageID: table, state: state, table: table)
+        }
+        var loaded = try RefreshStateStore.load(dw, pipeline: "p")
+        XCTAssertNil(loaded["dw.plain"]?.tablesChanged)
+        XCTAssertNil(loaded["dw.parted"]?.tablesChanged, "a partitioned table, which has no file of its own")
+        try dw.execute("TRUNCATE dw.plain, dw.parted")
+        loaded = try RefreshStateStore.load(dw, pipeline: "p")
+        XCTAssertEqual(loaded["dw.plain"]?.tablesChanged?.hasPrefix("table dw.plain was emptied or rewritten"), true)
+        try dw.execute("DROP TABLE dw.parted; CREATE TABLE dw.parted (id int PRIMARY KEY) PARTITION BY RANGE (id)")
+        loaded = try RefreshStateStore.load(dw, pipeline: "p")
+        XCTAssertEqual(loaded["dw.parted"]?.tablesChanged?.hasPrefix("table dw.parted was emptied or rewritten"), true)
+    }
+
     func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")

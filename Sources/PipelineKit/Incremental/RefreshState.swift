@@ -65,8 +65,9 @@ public enum RefreshStateStore {
     }
 
     /// A table's identity: its oid and the file holding its rows, which a
-    /// TRUNCATE or a rewrite replaces while the oid stays.
-    static let identity = "c.oid::text || ':' || pg_relation_filenode(c.oid)::text"
+    /// TRUNCATE or a rewrite replaces while the oid stays. A partitioned
+    /// table has no file of its own: only its oid counts.
+    static let identity = "c.oid::text || ':' || coalesce(pg_relation_filenode(c.oid)::text, 'partitioned')"
 
     /// Every writing stage's last committed state, by stage id, with its tables as they are now.
     public static func load(_ connection: PGConnection, pipeline: String) throws -> [String: RefreshState] {
