@@ -41,17 +41,17 @@ final class RefreshDecisionTests: XCTestCase {
 
         previous.tablesNow = ["dw.fact": "16384:16402"]
         XCTAssertEqual(reason(try decide(states: ["fact": previous])),
-                       "stage 'fact': table dw.fact was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again) since run \(previous.shortRunID)")
+                       "stage 'fact', last written by run \(previous.shortRunID): table dw.fact was emptied or rewritten since (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again)")
         previous.tablesNow = [:]
         XCTAssertEqual(reason(try decide(states: ["fact": previous])),
-                       "stage 'fact': table dw.fact no longer exists since run \(previous.shortRunID)")
+                       "stage 'fact', last written by run \(previous.shortRunID): table dw.fact no longer exists")
     }
 
     func testAStateThatRecordedNoTablesForcesOneFullRefresh() throws {
         var previous = state()
         previous.tables = nil
         XCTAssertEqual(reason(try decide(states: ["fact": previous])),
-                       "stage 'fact': its state was saved by an earlier version, which did not record the tables it wrote since run \(previous.shortRunID)")
+                       "stage 'fact', last written by run \(previous.shortRunID): its state was saved by an earlier version, which did not record the tables it wrote")
     }
 
     func testAnUnchangedPipelineWithNewRowsRunsIncrementallySinceTheCommittedState() throws {

@@ -113,8 +113,8 @@ enum RefreshPlanner {
         // The state describes the tables as the stages left them; one emptied
         // or replaced since would be written only where its groups changed.
         for writer in writers {
-            if let changed = states[writer]?.tablesChanged {
-                return .full(reason: "stage '\(writer)': \(changed) since run \(since.shortRunID)")
+            if let state = states[writer], let changed = state.tablesChanged {
+                return .full(reason: "stage '\(writer)', last written by run \(state.shortRunID): \(changed)")
             }
         }
         for (id, watermark) in watermarks.sorted(by: { $0.key < $1.key }) {

@@ -37,7 +37,7 @@ public struct RefreshState: Sendable, Equatable {
         for (table, identity) in tables.sorted(by: { $0.key < $1.key }) {
             guard let now = tablesNow[table] else { return "table \(table) no longer exists" }
             if now != identity {
-                return "table \(table) was emptied or rewritten (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again)"
+                return "table \(table) was emptied or rewritten since (TRUNCATE, VACUUM FULL, CLUSTER, or dropped and created again)"
             }
         }
         return nil
