@@ -144,6 +144,23 @@ final class LineageTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: created))
     }
 
+    func testTwoRunsSharingALogAppendAfterEachOtherAndKeepOneIntactChain() throws {
+        let path = temporaryLog()
+        // Both open the log before either writes, as a run waiting for another's lock does.
+        let first = try LineageLog(path: path), second = try LineageLog(path: path)
+        for index in 0..<3 { try first.append(OpenLineage.event(type: "START", runID: UUID(), job: "first\(index)")) }
+        for index in 0..<3 { try second.append(OpenLineage.event(type: "START", runID: UUID(), job: "second\(index)")) }
+        try first.append(OpenLineage.event(type: "COMPLETE", runID: UUID(), job: "first3"))
+
+        let jobs = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map { line in
+            JSON.parse(line)?["job"]?["name"]?.string ?? "?"
+        }
+        XCTAssertEqual(jobs, ["first0", "first1", "first2", "second0", "second1", "second2", "first3"])
+        let result = try LineageVerifier.verify(path: path)
+        XCTAssertTrue(result.isIntact, "\(result.problems)")
+        XCTAssertEqual(result.events, 7)
+    }
+
     // MARK: the mirror
 
     func testARunIsFoundByTheFirstDigitsSummariesPrintAndAnAmbiguousOrUnknownIdSaysSo() throws {

@@ -4,30 +4,36 @@ import Foundation
 /// An append-only JSON-lines file of OpenLineage events in which every line
 /// carries the SHA-256 of the line before it, so that editing, removing or
 /// reordering lines is detectable (`LineageVerifier`).
+///
+/// Several runs may share a log (two pipelines started from one directory,
+/// or a run that waited for another's lock). Each append therefore takes an
+/// exclusive `flock` on the file, chains from the file's last line as it is
+/// then, and writes in append mode: no run writes over another's lines.
 public final class LineageLog: @unchecked Sendable {
     public static let chainFacet = "pipelinekit_chain"
     private let lock = NSLock()
     private let handle: FileHandle
     public let path: String
+    private let url: URL
+    /// The hash of the last line this log wrote, or found last when opened.
     public private(set) var lastHash: String
 
-    /// Opens (creating when needed) the log. A last line cut short by a crash
-    /// is closed with a newline and skipped: the chain continues from the
-    /// last complete line.
+    /// Opens (creating when needed) the log for appending. A last line cut
+    /// short by a crash is closed with a newline and skipped: the chain
+    /// continues from the last complete line.
     public init(path: String) throws {
         self.path = path
-        let url = URL(fileURLWithPath: path)
+        url = URL(fileURLWithPath: path)
         if let reason = Self.unusable(path) { throw LineageLogUnusable(path: path, reason: reason) }
         do {
             try Self.createDirectories(url.deletingLastPathComponent().path, for: path)
-            if !FileManager.default.fileExists(atPath: path) {
-                _ = FileManager.default.createFile(atPath: path, contents: nil)  // a failure surfaces just below
+            let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else {
+                throw LineageLogUnusable(path: path, reason: String(cString: strerror(errno)))
             }
-            let (hash, endsWithNewline) = try Self.tail(of: url)
-            lastHash = hash
-            handle = try FileHandle(forWritingTo: url)
-            try handle.seekToEnd()
-            if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
+            handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+            lastHash = ""
+            try exclusively { lastHash = try closedTail() }
         } catch {
             // Foundation's file errors print as a dump; their POSIX reason is what helps.
             if let unusable = error as? LineageLogUnusable { throw unusable }
@@ -88,7 +94,23 @@ public final class LineageLog: @unchecked Sendable {
         }
     }
 
-    deinit { try? handle.close() }
+    /// Runs `body` holding the file's exclusive lock, which every log on this
+    /// file takes to append, also in other processes.
+    private func exclusively<T>(_ body: () throws -> T) throws -> T {
+        while flock(handle.fileDescriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw LineageLogUnusable(path: path, reason: "cannot lock it: \(String(cString: strerror(errno)))") }
+        }
+        defer { flock(handle.fileDescriptor, LOCK_UN) }
+        return try body()
+    }
+
+    /// The hash of the file's last complete event, after closing a line cut
+    /// short by a crash with a newline; call holding the lock.
+    private func closedTail() throws -> String {
+        let (hash, endsWithNewline) = try Self.tail(of: url)
+        if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
+        return hash
+    }
 
     public static func sha256(_ line: some StringProtocol) -> String {
         Hex.string(SHA256.hash(data: Data(line.utf8)))
@@ -111,17 +133,20 @@ public final class LineageLog: @unchecked Sendable {
                 throw StageFailure.config("a lineage event needs a run object")
             }
             var facets: [String: JSON] = run["facets"].flatMap { if case .object(let f) = $0 { f } else { nil } } ?? [:]
-            facets[Self.chainFacet] = .object([
-                "_producer": .string(OpenLineage.producer),
-                "_schemaURL": .string(OpenLineage.facetSchema("ChainRunFacet")),
-                "previousLineSHA256": .string(lastHash),
-            ])
-            run["facets"] = .object(facets)
-            object["run"] = .object(run)
-            let line = try JSON.object(object).line()
-            try handle.write(contentsOf: Data((line + "\n").utf8))
-            lastHash = Self.sha256(line)
-            return lastHash
+            return try exclusively {
+                // Another run may have appended since: chain from the file as it is now.
+                facets[Self.chainFacet] = .object([
+                    "_producer": .string(OpenLineage.producer),
+                    "_schemaURL": .string(OpenLineage.facetSchema("ChainRunFacet")),
+                    "previousLineSHA256": .string(try closedTail()),
+                ])
+                run["facets"] = .object(facets)
+                object["run"] = .object(run)
+                let line = try JSON.object(object).line()
+                try handle.write(contentsOf: Data((line + "\n").utf8))
+                lastHash = Self.sha256(line)
+                return lastHash
+            }
         }
     }
 }
