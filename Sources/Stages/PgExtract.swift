@@ -68,11 +68,38 @@ public struct PgExtract: WatermarkSource {
 
     /// SQL as written for psql, made safe to wrap: a trailing `;` would end
     /// the statement early and a trailing `-- comment` would swallow the
-    /// rest of the line, so the former is dropped and a newline ends the latter.
+    /// rest of the line, so the former is dropped, also before a comment
+    /// (`x; -- note`), and a newline ends the latter.
     static func embeddable(_ sql: String) -> String {
         var text = Substring(sql)
-        while let last = text.last, last.isWhitespace || last == ";" { text = text.dropLast() }
-        return text + "\n"
+        var comment: Substring = ""
+        while true {
+            while let last = text.last, last.isWhitespace || last == ";" { text = text.dropLast() }
+            guard let start = trailingComment(in: text) else { break }
+            comment = text[start...] + (comment.isEmpty ? "" : "\n") + comment
+            text = text[..<start]
+        }
+        return text + (comment.isEmpty ? "" : " " + comment) + "\n"
+    }
+
+    /// Where a `--` comment on the last line starts, if one does: outside
+    /// any quotes opened on that line (a string spanning lines is not seen).
+    private static func trailingComment(in text: Substring) -> Substring.Index? {
+        let line = text[(text.lastIndex(of: "\n").map { text.index(after: $0) } ?? text.startIndex)...]
+        var quote: Character?
+        var index = line.startIndex
+        while index < line.endIndex {
+            let character = line[index]
+            if let open = quote {
+                if character == open { quote = nil }
+            } else if character == "'" || character == "\"" {
+                quote = character
+            } else if character == "-", line.index(after: index) < line.endIndex, line[line.index(after: index)] == "-" {
+                return index
+            }
+            index = line.index(after: index)
+        }
+        return nil
     }
 
     /// The declared columns, quoted, in order.

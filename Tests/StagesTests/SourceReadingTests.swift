@@ -81,7 +81,8 @@ final class SourceReadingTests: XCTestCase {
         let database = try TestDatabase.createDatabase("reading")
         try TestDatabase.connect(database).execute("CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)")
         for config in ["query: \"SELECT id FROM t -- all of them\"", "query: \"SELECT id FROM t;  \"",
-                       "table: t, where: \"id > 1 -- the later ones\""] {
+                       "table: t, where: \"id > 1 -- the later ones\"", "table: t, where: \"id > 1; -- the later ones\"",
+                       "query: \"SELECT id FROM t; -- one\\n  -- two\\n\"", "table: t, where: \"id::text <> '--' ;\""] {
             let stage = try extract("{connection: source, \(config), columns: {id: int}}")
             XCTAssertNoThrow(try read(database, stage.selectSQL, [Field("id", .int)]), config)
             XCTAssertNoThrow(try TestDatabase.connect(database).query(stage.selectSQL + " LIMIT 0"), config)
