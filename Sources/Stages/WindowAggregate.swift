@@ -296,6 +296,9 @@ public struct WindowAggregate: Stage {
                 return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events, schema: schema,
                                                context: context))
             }
+            context.logger.info("recomputing every group: more than 1/\(Self.changedShareForFullRecompute) of them changed, so one read of all events is cheaper than reading theirs by key", metadata: [
+                "groups": .stringConvertible(changed.keys.count), "of": .stringConvertible(schedule.groupCount),
+                "causes": .string(changed.causesText)])
         }
         var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
         try groups.aggregate(events: events, context: context)
@@ -312,7 +315,7 @@ public struct WindowAggregate: Stage {
         var groups = try GroupTable(stage: self, anchor: anchor, lookups: lookups, context: context, keys: changed.keys)
         context.logger.info("recomputing changed groups", metadata: [
             "groups": .stringConvertible(scope.count),
-            "causes": .string(changed.causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
+            "causes": .string(changed.causesText)])
         if groups.groupCount > 0 {
             // Fetching a group's events is random access on the server; two
             // queries over halves of the groups keep both cores busy.

@@ -15,6 +15,9 @@ struct ChangedGroups {
     /// Counts by cause, for the log and the lineage.
     private(set) var causes: [String: Int] = [:]
 
+    /// The counts as the log shows them: `new_anchor_rows=3, windows_closed=487`.
+    var causesText: String { causes.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") }
+
     private mutating func add(_ key: GroupKey, _ cause: String) {
         if keys.insert(key).inserted { causes[cause, default: 0] += 1 }
     }

@@ -685,6 +685,12 @@ final class ValidationTests: XCTestCase {
         XCTAssertNil(VariableValue.problem(kind: .int, text: "-42"))
     }
 
+    func testAWrongVarForAVariableWithoutDefaultIsReportedOnceNotAlsoAsMissing() {
+        let text = Self.valid.replacingOccurrences(of: "connections:", with: "variables:\n  req: {type: int}\nconnections:")
+        let diagnostics = loadDiagnostics(text, options: loadOptions(overrides: [(name: "req", value: "abc")]))
+        assertSingleDiagnostic(diagnostics, at: (1, 1), contains: ["--var req=abc: the value is not a whole number (declared int)"])
+    }
+
     func testVarOverrideOfAnUndeclaredVariableIsRejected() {
         do {
             _ = try loadDost(loadOptions(overrides: [(name: "min_listen_sec", value: "5")]))

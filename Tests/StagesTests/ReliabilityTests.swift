@@ -255,7 +255,7 @@ final class ReliabilityTests: XCTestCase {
     }
 
     /// Table `events` of the source copied to dw.events in the warehouse.
-    private func eventsCopy(source: String, warehouse: String, tracked: Bool) throws -> PipelineDefinition {
+    func eventsCopy(source: String, warehouse: String, tracked: Bool) throws -> PipelineDefinition {
         try load(Self.header + """
               - id: events
                 type: pgExtract
@@ -299,6 +299,17 @@ final class ReliabilityTests: XCTestCase {
 }
 
 extension ReliabilityTests {
+    func testARunOfAPipelineWithoutTrackedExtractsSaysItIsAFullRefreshAndWhy() async throws {
+        let source = try TestDatabase.createDatabase("untracked_src")
+        let warehouse = try TestDatabase.createDatabase("untracked_dw")
+        try TestDatabase.connect(source).execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events VALUES (1, 1)")
+        let pipeline = try eventsCopy(source: source, warehouse: warehouse, tracked: false)
+        let report = try await PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: Logger(label: "test"))).run()
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertEqual(report.refresh, "full refresh: no extract is tracked (incremental: on a pgExtract), so every run reads everything")
+        XCTAssertTrue(report.summaryTable.contains(report.refresh ?? "-"), report.summaryTable)
+    }
+
     func testEveryLogLineOfARunCarriesItsRunIDFromTheLockToTheRefreshDecision() async throws {
         let source = try TestDatabase.createDatabase("tagged_src")
         let warehouse = try TestDatabase.createDatabase("tagged_dw")

@@ -101,7 +101,8 @@ public final class PipelineExecutor: Sendable {
         } catch where cancellation.isCancelled {
             return abortedBeforeStart(startedAt)
         }
-        if let refresh { options.logger.info("\(refresh.summary)") }
+        let refreshSummary = refresh?.summary ?? Self.alwaysFull(pipeline)
+        options.logger.info("\(refreshSummary)")
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
         let reports = await schedule(info, RunSessions(pool: sessions, lockWaits: lockWaits, runLock: lock?.writes))
@@ -111,9 +112,17 @@ public final class PipelineExecutor: Sendable {
         let report = RunReport(runID: runID, pipeline: pipeline.name, asOf: pipeline.asOf.description,
                                status: status, startedAt: info.startedAt,
                                seconds: Date().timeIntervalSince(info.startedAt), stages: stages,
-                               refresh: refresh?.summary)
+                               refresh: refreshSummary)
         observers.forEach { $0.runFinished(info, report: report) }
         return report
+    }
+
+    /// Why a pipeline without refresh state rebuilds on every run.
+    static func alwaysFull(_ pipeline: PipelineDefinition) -> String {
+        let tracked = pipeline.stages.contains { ($0.implementation as? any WatermarkSource)?.isTracked == true }
+        return tracked
+            ? "full refresh: the pipeline names no defaults.warehouse to keep its refresh state in, so every run reads everything"
+            : "full refresh: no extract is tracked (incremental: on a pgExtract), so every run reads everything"
     }
 
     /// The report of a run aborted before any stage started: every needed stage aborted.

@@ -33,7 +33,7 @@ public struct RunReport: Sendable, Codable {
     public var startedAt: Date
     public var seconds: Double
     public var stages: [StageReport]
-    /// "full refresh: REASON" or "incremental since run ..."; nil when nothing is tracked.
+    /// "full refresh: REASON" or "incremental since run ..."; nil when the run was aborted before deciding.
     public var refresh: String? = nil
 
     public func stage(_ id: String) -> StageReport? { stages.first { $0.id == id } }

@@ -204,7 +204,10 @@ public struct PipelineLoader: Sendable {
             result[name] = VariableValue(kind: declared.kind, text: value)
         }
         commandLine.diagnostics.forEach(sink.append)
-        for (name, value) in result where value.text.isEmpty && value.kind != .string && !badDefaults.contains(name) {
+        // A --var that was given but rejected was reported above; "no default" would repeat it.
+        let given = Set(options.variableOverrides.map(\.name))
+        for (name, value) in result where value.text.isEmpty && value.kind != .string && !badDefaults.contains(name)
+                                          && !given.contains(name) {
             if let node = node?[name] {
                 sink.error(at: node, "variable '\(name)' has no default; give one or pass --var \(name)=VALUE")
             }
