@@ -88,6 +88,17 @@ final class DostWarehouseTests: XCTestCase {
                       "refresh: \(next.refresh ?? "nil")")
     }
 
+    func testSelectingAStageOnAnEmptyWarehouseSaysWhichPersistedInputNoRunHasWrittenYet() async throws {
+        let source = try Dost.sourceDatabase()
+        let warehouse = try TestDatabase.createDatabase("dost_dw")
+        let pipeline = try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        let selected = try await Dost.run(pipeline, selecting: ["userprogram_fact"])
+        XCTAssertEqual(selected.status, .failed)
+        XCTAssertEqual(selected.stage("partnerorg")?.error,
+                       "stage 'partnerorg' was not selected, and the table it persists does not exist yet (no run has written it); select it too (e.g. --select partnerorg+)",
+                       selected.summaryTable)
+    }
+
     func testEveryConnectionNamesThePipelineAndStageInApplicationName() async throws {
         let source = try Dost.sourceDatabase()
         let warehouse = try TestDatabase.createDatabase("dost_dw")

@@ -240,7 +240,13 @@ public final class PipelineExecutor: Sendable {
                 let implementation = stage.implementation
                 let output = try await onOwnThread {
                     if restore {
-                        guard let output = try implementation.restore(context) else {
+                        let restored: StageOutput?
+                        do {
+                            restored = try implementation.restore(context)
+                        } catch let error as PGError where error.sqlState == "42P01" {
+                            throw StageFailure.missingInput("stage '\(stage.id)' was not selected, and the table it persists does not exist yet (no run has written it); select it too (e.g. --select \(stage.id)+)")
+                        }
+                        guard let output = restored else {
                             throw StageFailure.missingInput("stage '\(stage.id)' was not selected and its output is not persisted; select it too (e.g. --select \(stage.id)+)")
                         }
                         return output
