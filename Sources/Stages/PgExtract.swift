@@ -245,6 +245,20 @@ public struct PgExtract: WatermarkSource {
         return .content(sha256: digest)
     }
 
+    /// A key filled by a sequence grows with it, but a row given a key above
+    /// the sequence by hand lifts the watermark over every key the sequence
+    /// hands out next: those rows would never be read incrementally.
+    public func watermarkProblem(_ watermark: Watermark, _ connection: PGConnection) throws -> String? {
+        guard let tracking, case let .tracked(_, high?, _) = watermark else { return nil }
+        // pg_sequences shows last_value only to whom may read the sequence; NULL otherwise.
+        let sequence = try connection.query("""
+            SELECT s.last_value::text, s.schemaname || '.' || s.sequencename FROM pg_sequences s
+            WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = pg_get_serial_sequence($1, $2)::regclass
+            """, [SQL.qualified(table!), tracking.key])
+        guard sequence.rowCount == 1, let last = sequence.string(0, 0).flatMap(Int64.init), high > last else { return nil }
+        return "its highest \(tracking.key), \(high), is above what its sequence \(sequence.string(0, 1) ?? "") has handed out (\(last)), so rows it hands out next would fall below the watermark and not be read incrementally; renumber or delete the rows above it, or track another key"
+    }
+
     /// An extract is a view of its source: restoring it is running it.
     public func restore(_ context: StageContext) throws -> StageOutput? { try run(context) }
 

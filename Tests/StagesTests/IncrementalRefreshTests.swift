@@ -338,6 +338,30 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertEqual(loaded["dw.parted"]?.tablesChanged?.hasPrefix("table dw.parted was emptied or rewritten since"), true)
     }
 
+    func testARowGivenAKeyAboveItsSequenceForcesFullRefreshesInsteadOfHidingTheRowsAfterIt() async throws {
+        let source = try Incremental.privateSource()
+        let src = try TestDatabase.connect(source)
+        try src.execute("""
+            CREATE SEQUENCE campaign_id_seq OWNED BY campaign.id;
+            SELECT setval('campaign_id_seq', (SELECT max(id) FROM campaign));
+            ALTER TABLE campaign ALTER id SET DEFAULT nextval('campaign_id_seq')
+            """)
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-02")
+
+        // An import with its own ids, far above the sequence; then a call numbered by the sequence.
+        let call = "experience_id, program_id, user_id, status, listen_secs, attempted_timestamp, call_start_time, call_end_time, programseq_id"
+        try src.execute("INSERT INTO campaign (id, \(call)) SELECT 900000000000, \(call) FROM campaign WHERE call_start_time IS NOT NULL ORDER BY id LIMIT 1")
+        try src.execute("INSERT INTO campaign (\(call)) SELECT \(call) FROM campaign WHERE call_start_time IS NOT NULL ORDER BY id LIMIT 1 OFFSET 1")
+        for asOf in ["2020-10-03", "2020-10-04"] {
+            let run = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: asOf)
+            XCTAssertTrue(run.refresh?.hasPrefix("full refresh: extract 'calls': its highest id, 900000000000, is above what its sequence public.campaign_id_seq has handed out") == true,
+                          "refresh: \(run.refresh ?? "nil")")
+        }
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-04")
+    }
+
     func testTheLineageRecordsTheRefreshModeAndWatermarks() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")

@@ -20,8 +20,8 @@ enum RefreshPlanner {
         let connections = ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
                                              definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
                                              lockWaits: lockWaits)
-        let (current, unreadable) = try watermarks(of: sources, connections: connections, logger: options.logger,
-                                                   cancellation: cancellation)
+        let (current, unreadable, problems) = try watermarks(of: sources, connections: connections, logger: options.logger,
+                                                             cancellation: cancellation)
         let fingerprint = RefreshFingerprint(pipeline: pipeline)
         let states: [String: RefreshState]
         do {
@@ -42,6 +42,12 @@ enum RefreshPlanner {
         if let first = unreadable.first, case .incremental = mode {
             mode = .full(reason: "the watermark of extract '\(first)' could not be read")
         }
+        for (id, problem) in problems.sorted(by: { $0.key < $1.key }) {
+            options.logger.warning("extract '\(id)': \(problem)")
+        }
+        if let (id, problem) = problems.min(by: { $0.key < $1.key }), case .incremental = mode {
+            mode = .full(reason: "extract '\(id)': \(problem)")
+        }
         return RefreshPlan(mode: mode, current: current, fingerprint: fingerprint, asOf: pipeline.asOf)
     }
 
@@ -52,9 +58,11 @@ enum RefreshPlanner {
     /// run just cannot be incremental, and without this watermark the next
     /// one cannot either.
     private static func watermarks(of sources: [(id: String, source: any WatermarkSource)], connections: ConnectionProvider,
-                                   logger: Logger, cancellation: Cancellation) throws -> ([String: Watermark], [String]) {
+                                   logger: Logger, cancellation: Cancellation) throws
+        -> ([String: Watermark], unreadable: [String], problems: [String: String]) {
         var current: [String: Watermark] = [:]
         var unreadable: [String] = []
+        var problems: [String: String] = [:]
         func failed(_ id: String, _ error: Error) {
             logger.warning("cannot read the watermark of an extract", metadata: ["stage": .string(id), "error": .string("\(error)")])
             unreadable.append(id)
@@ -66,7 +74,9 @@ enum RefreshPlanner {
                         for (id, source) in group {
                             try connection.execute("SAVEPOINT watermark")
                             do {
-                                current[id] = try source.currentWatermark(connection)
+                                let watermark = try source.currentWatermark(connection)
+                                current[id] = watermark
+                                problems[id] = try source.watermarkProblem(watermark, connection)
                                 try connection.execute("RELEASE SAVEPOINT watermark")
                             } catch where !cancellation.isCancelled && connection.isAlive {
                                 try connection.execute("ROLLBACK TO SAVEPOINT watermark")
@@ -80,7 +90,7 @@ enum RefreshPlanner {
                 group.filter { current[$0.id] == nil && !unreadable.contains($0.id) }.forEach { failed($0.id, error) }
             }
         }
-        return (current, unreadable)
+        return (current, unreadable, problems)
     }
 
     /// The decision itself, free of I/O so that every rule is pinned by a unit test.

@@ -38,6 +38,13 @@ public protocol WatermarkSource: Stage {
     var sourceConnection: String { get }
     /// The watermark, read inside `connection`'s open REPEATABLE READ transaction.
     func currentWatermark(_ connection: PGConnection) throws -> Watermark
+    /// Why rows added later could fall below `watermark` and never be read,
+    /// if they could: the run is then a full refresh saying so.
+    func watermarkProblem(_ watermark: Watermark, _ connection: PGConnection) throws -> String?
+}
+
+extension WatermarkSource {
+    public func watermarkProblem(_ watermark: Watermark, _ connection: PGConnection) throws -> String? { nil }
 }
 
 extension PGConnection {
