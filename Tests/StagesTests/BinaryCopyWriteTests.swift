@@ -77,6 +77,21 @@ final class BinaryCopyWriteTests: XCTestCase {
         XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.narrow").int(0, 0), 0)
     }
 
+    func testANumericBeyondItsPrecisionFailsNamingTheColumnAndTheFix() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
+        let fields = [Field("id", .bigint), Field("minutes", .numeric(precision: 4, scale: 2))]
+        let writer = TableWriter(table: "dw.minutes", columns: fields, key: ["id"])
+        var batch = Batch(schema: fields)
+        batch.append(row: [.int(1), .int(9_999)])     // 99.99: the largest that fits
+        batch.append(row: [.int(2), .int(-12_345)])   // -123.45
+        XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(batch) }) { error in
+            XCTAssertEqual("\(error)", "data: value -123.45 is out of range for column 'minutes' (numeric(4,2): at most 2 digits before the point); declare a larger precision for it (at most 18)")
+        }
+        XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.minutes").int(0, 0), 0)
+        XCTAssertEqual(CopyBinaryEncoder.decimal(5, scale: 2), "0.05")
+        XCTAssertEqual(CopyBinaryEncoder.decimal(120, scale: 0), "120")
+    }
+
     func testAColumnStoredUnlikeTheTableTypeIsAConfigurationError() throws {
         let connection = try TestDatabase.connect(try TestDatabase.createDatabase("binary_copy"))
         let writer = TableWriter(table: "dw.mismatch", columns: [Field("id", .bigint), Field("name", .int)], key: ["id"])

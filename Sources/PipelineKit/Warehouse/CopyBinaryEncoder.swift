@@ -67,8 +67,13 @@ struct CopyBinaryEncoder {
                 let utf8 = columns[index].texts[row].utf8
                 append(UInt32(utf8.count))
                 bytes.append(contentsOf: utf8)
-            case .numeric(_, let scale):
-                appendNumeric(columns[index].ints[row], scale: scale)
+            case let .numeric(precision, scale):
+                let value = columns[index].ints[row]
+                // The server would refuse it too, but without saying which column or what to change.
+                if value.magnitude >= Self.powersOfTen[precision] {
+                    throw StageFailure.data("value \(Self.decimal(value, scale: scale)) is out of range for column '\(columns[index].field.name)' (\(type): at most \(precision - scale) digits before the point); declare a larger precision for it (at most 18)")
+                }
+                appendNumeric(value, scale: scale)
             }
         }
         for value in constants {
@@ -85,6 +90,17 @@ struct CopyBinaryEncoder {
     /// A timestamptz's binary form: microseconds since 2000-01-01 UTC, big-endian.
     static func timestamptz(_ micros: Int64) -> [UInt8] {
         withUnsafeBytes(of: micros.bigEndian) { Array($0) }
+    }
+
+    /// 10^0 ... 10^19: a numeric's precision is at most 18.
+    private static let powersOfTen: [UInt64] = (0...19).map { exponent in (0..<exponent).reduce(1) { result, _ in result * 10 } }
+
+    /// A scaled integer as a decimal number, e.g. 12345 at scale 2 as 123.45.
+    static func decimal(_ value: Int64, scale: Int) -> String {
+        let digits = String(value.magnitude)
+        let padded = String(repeating: "0", count: max(0, scale + 1 - digits.count)) + digits
+        let point = padded.index(padded.endIndex, offsetBy: -scale)
+        return (value < 0 ? "-" : "") + padded[..<point] + (scale > 0 ? "." + padded[point...] : "")
     }
 
     private static func narrow<T: FixedWidthInteger>(_ value: Int64, _: T.Type, _ column: @autoclosure () -> String,
