@@ -82,7 +82,7 @@ struct VariableOptions: ParsableArguments {
         }
         var asOfDate: CivilDate?
         if let asOf {
-            guard let date = CivilDate(written: asOf) else { throw ValidationError("--as-of expects a date YYYY-MM-DD from 0001-01-01, got '\(asOf)'") }
+            guard let date = CivilDate(written: asOf) else { throw ValidationError("--as-of expects a real date YYYY-MM-DD from 0001-01-01 to 9999-12-31, got '\(asOf)'") }
             asOfDate = date
         }
         return LoadOptions(variableOverrides: overrides, asOf: asOfDate)

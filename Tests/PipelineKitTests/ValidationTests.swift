@@ -222,6 +222,13 @@ final class ValidationTests: XCTestCase {
         ])
     }
 
+    func testAStageOfAnUnknownTypeStillHasItsInputsChecked() {
+        let diagnostics = loadDiagnostics("pipeline: demo\nstages:\n  - id: a\n    type: nosuch\n    inputs: [zz]\n",
+                                          registry: testRegistry)
+        XCTAssertEqual(diagnostics.map(\.line), [4, 5], "\(diagnostics)")
+        XCTAssertTrue(diagnostics.last?.message.contains("input 'zz' is not a stage of this pipeline") == true, "\(diagnostics)")
+    }
+
     func testStageListingItselfAsInputIsReported() {
         let diagnostics = loadDiagnostics("pipeline: demo\nstages:\n  - id: a\n    type: noop\n    inputs: a\n",
                                           registry: testRegistry)

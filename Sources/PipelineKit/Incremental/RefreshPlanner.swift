@@ -64,7 +64,7 @@ enum RefreshPlanner {
         var unreadable: [String] = []
         var problems: [String: String] = [:]
         func failed(_ id: String, _ error: Error) {
-            logger.warning("cannot read the watermark of an extract", metadata: ["stage": .string(id), "error": .string("\(error)")])
+            logger.warning("cannot read the watermark of an extract (its highest key, or for an untracked one a digest of its rows); the run is a full refresh, and the extract's stage reports the error", metadata: ["stage": .string(id), "error": .string("\(error)")])
             unreadable.append(id)
         }
         for (name, group) in Dictionary(grouping: sources, by: \.source.sourceConnection).sorted(by: { $0.key < $1.key }) {

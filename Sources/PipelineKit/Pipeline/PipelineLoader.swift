@@ -256,8 +256,8 @@ public struct PipelineLoader: Sendable {
         }
         var result: [StageDefinition] = []
         for item in items {
-            guard let id = item["id"]?.string, let typeName = item["type"]?.string,
-                  let type = registry.type(named: typeName) else { continue }
+            // Inputs are checked whatever the type: an unknown type is one problem, a missing input another.
+            guard let id = item["id"]?.string else { continue }
             let inputsNode = item["inputs"]
             let inputs = inputsNode?.strings ?? []
             var inputKinds: [String: OutputKind] = [:]
@@ -279,6 +279,7 @@ public struct PipelineLoader: Sendable {
                     brokenInputs.insert(input)
                 }
             }
+            guard let typeName = item["type"]?.string, let type = registry.type(named: typeName) else { continue }
             let (configNode, unresolved) = interpolate(item["config"] ?? ConfigNode(Node.mapping(.init([])), path: "config",
                                                                         line: item.line, column: item.column),
                                          variables: variables, stageID: id, sink: sink)
