@@ -20,6 +20,9 @@ struct CopyRelation: KeyRestrictable {
     /// does not lock (see PgExtract.run): a query, a view, a partitioned,
     /// materialized or foreign table, or a reader granted some columns only.
     var lockTable: String? = nil
+    /// The extract stage whose SELECT this is: a server error met while a
+    /// downstream stage reads it names the extract, where the SQL is written.
+    var source: String? = nil
 
     /// A table read in `streams` block ranges: `SELECT columns FROM table WHERE predicate`.
     struct BlockSplit {
@@ -51,7 +54,7 @@ struct CopyRelation: KeyRestrictable {
     func filtered(_ predicate: String, columns: [Field]? = nil) -> CopyRelation {
         let list = columns.map { $0.map { "whole.\(SQL.ident($0.name))" }.joined(separator: ", ") } ?? "*"
         return CopyRelation(connection: connection, sql: "SELECT \(list) FROM (\(sql)) AS whole WHERE \(predicate)",
-                            schema: columns ?? schema, batchRows: batchRows, lockTable: lockTable)
+                            schema: columns ?? schema, batchRows: batchRows, lockTable: lockTable, source: source)
     }
 
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws {
@@ -116,7 +119,12 @@ struct CopyRelation: KeyRestrictable {
                 } else if let lockTable {
                     try session.execute(Self.lockSQL(lockTable))
                 }
-                try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+                do {
+                    try Self.copy(sql, schema: schema, batchRows: batchRows, session, context, emit)
+                } catch var error as PGError where error.kind == .server && source != nil {
+                    error.message = "reading extract '\(source!)': \(error.message)"
+                    throw error
+                }
             }
             // A cancel request reaches the server on a connection of its own,
             // possibly after the COPY has ended: the session would then lose

@@ -146,7 +146,7 @@ public struct PgExtract: WatermarkSource {
         context.metrics.used(dataset)
         let reading = { (sql: String) in
             CopyRelation(connection: self.connection, sql: sql, schema: self.fields, batchRows: self.batchRows,
-                         lockTable: lockable ? self.table : nil)
+                         lockTable: lockable ? self.table : nil, source: context.stageID)
         }
         var all = reading(selectSQL)
         if let table, streams > 1 {

@@ -299,13 +299,15 @@ final class BadDataTests: XCTestCase {
         XCTAssertTrue(yaml.contains("week::int"))
         let report = try await run(source: source, warehouse: try TestDatabase.createDatabase("bad_dw"), yaml: yaml)
         XCTAssertEqual(report.status, .failed)
-        // The extract is lazy: the stage that scans it is where the value is met.
-        for stage in ["programlist", "lessons_by_program"] {
+        // The extract is lazy: the stage that scans it is where the value is met,
+        // and the message names the extract whose SQL met it.
+        for (stage, extract) in [("programlist", "program_stats"), ("lessons_by_program", "lesson_days")] {
             let failed = try XCTUnwrap(report.stage(stage))
             XCTAssertEqual(failed.status, .failed, report.summaryTable)
             XCTAssertEqual(failed.attempts, 1, "bad data is permanent: \(report.summaryTable)")
             XCTAssertEqual(failed.sqlState, "22P02")
-            XCTAssertTrue(failed.error?.contains("invalid input syntax for type integer: \"two\"") ?? false, failed.error ?? "")
+            XCTAssertTrue(failed.error?.hasPrefix("reading extract '\(extract)': invalid input syntax for type integer: \"two\"") ?? false,
+                          failed.error ?? "")
         }
     }
 
