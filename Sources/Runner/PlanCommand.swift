@@ -26,10 +26,9 @@ extension Runner {
                     let inputs = stage.inputs.isEmpty ? "" : " ← \(stage.inputs.joined(separator: ", "))"
                     print("  \(index + 1). \(stage.id) [\(stage.type)]\(inputs)")
                 }
-            case .dot:
-                print(PlanGraph(name: definition.name, stages: stages).dot)
-            case .mermaid:
-                print(PlanGraph(name: definition.name, stages: stages).mermaid)
+            case .dot, .mermaid:
+                let graph = PlanGraph(name: definition.name, stages: stages.map { ($0.id, $0.type, $0.inputs) })
+                print(format == .dot ? graph.dot : graph.mermaid)
             }
         }
     }

@@ -6,16 +6,6 @@ struct PlanGraph {
     let name: String
     let stages: [(id: String, type: String, inputs: [String])]
 
-    init(name: String, stages: [StageDefinition]) {
-        self.name = name
-        self.stages = stages.map { ($0.id, $0.type, $0.inputs) }
-    }
-
-    init(name: String, stages: [(id: String, type: String, inputs: [String])]) {
-        self.name = name
-        self.stages = stages
-    }
-
     var dot: String {
         // In a quoted DOT string only \" is an escape, and \n ends a label line.
         func quoted(_ text: String) -> String {

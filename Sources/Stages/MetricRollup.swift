@@ -402,8 +402,8 @@ public struct MetricRollup: Stage {
                     let sum = accumulators.sums[slot * metricCount + index]
                     let shift = scales.outScale - scales.inScale
                     let (scaled, overflow) = shift >= 0
-                        ? sum.multipliedReportingOverflow(by: Rounding.pow10(shift))
-                        : n.multipliedReportingOverflow(by: Rounding.pow10(-shift))
+                        ? sum.multipliedReportingOverflow(by: Int64.pow10(shift))
+                        : n.multipliedReportingOverflow(by: Int64.pow10(-shift))
                     guard !overflow else {
                         throw StageFailure.data("metric '\(metrics[index].name)': an average at scale \(scales.outScale) does not fit in 64 bits; lower its scale")
                     }

@@ -290,7 +290,7 @@ struct GroupTable {
         // clamp_min is in the column's units, compared with values stored in units of 10^-scale.
         let clampMins = try stage.measures.indices.map { m -> Int64 in
             guard plan.clampMin[m] != .min else { return .min }
-            let (clamp, overflow) = plan.clampMin[m].multipliedReportingOverflow(by: Rounding.pow10(scales[m]))
+            let (clamp, overflow) = plan.clampMin[m].multipliedReportingOverflow(by: Int64.pow10(scales[m]))
             if overflow { throw Self.overflow }
             return clamp
         }
@@ -451,8 +451,8 @@ struct GroupTable {
                     case let .sum(_, _, divideBy, scale):
                         // A numeric is summed as stored: from units of 10^-scales[m] to units
                         // of 10^-scale, divided by divide_by, rounded once.
-                        let (scaled, overflow) = sum.multipliedReportingOverflow(by: Rounding.pow10(scale))
-                        let (divisor, tooLarge) = divideBy.multipliedReportingOverflow(by: Rounding.pow10(scales[m]))
+                        let (scaled, overflow) = sum.multipliedReportingOverflow(by: Int64.pow10(scale))
+                        let (divisor, tooLarge) = divideBy.multipliedReportingOverflow(by: Int64.pow10(scales[m]))
                         guard !overflow, !tooLarge else { throw Self.overflow }
                         row.append(.int(Rounding.divide(scaled, by: divisor)))
                     }
@@ -498,8 +498,6 @@ enum Rounding {
         }
         return quotient
     }
-
-    static func pow10(_ n: Int) -> Int64 { (0..<n).reduce(1) { acc, _ in acc * 10 } }
 }
 
 /// The measures of a windowAggregate flattened into arrays for the event loop.

@@ -56,9 +56,9 @@ final class RoundingAndTimeTextTests: XCTestCase {
     }
 
     func testPow10() {
-        XCTAssertEqual(Rounding.pow10(0), 1)
-        XCTAssertEqual(Rounding.pow10(2), 100)
-        XCTAssertEqual(Rounding.pow10(18), 1_000_000_000_000_000_000)
+        XCTAssertEqual(Int64.pow10(0), 1)
+        XCTAssertEqual(Int64.pow10(2), 100)
+        XCTAssertEqual(Int64.pow10(18), 1_000_000_000_000_000_000)
     }
 
     // MARK: timestamptz

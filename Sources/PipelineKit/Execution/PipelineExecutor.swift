@@ -101,7 +101,7 @@ public final class PipelineExecutor: Sendable {
         } catch where cancellation.isCancelled {
             return abortedBeforeStart(startedAt)
         }
-        let refreshSummary = refresh?.summary ?? Self.alwaysFull(pipeline)
+        let refreshSummary = refresh?.summary ?? "full refresh: " + (RefreshPlanner.alwaysFull(pipeline) ?? "")
         options.logger.info("\(refreshSummary)")
         let info = RunInfo(runID: runID, pipeline: pipeline, startedAt: startedAt, refresh: refresh)
         observers.forEach { $0.runStarted(info) }
@@ -115,14 +115,6 @@ public final class PipelineExecutor: Sendable {
                                refresh: refreshSummary)
         observers.forEach { $0.runFinished(info, report: report) }
         return report
-    }
-
-    /// Why a pipeline without refresh state rebuilds on every run.
-    static func alwaysFull(_ pipeline: PipelineDefinition) -> String {
-        let tracked = pipeline.stages.contains { ($0.implementation as? any WatermarkSource)?.isTracked == true }
-        return tracked
-            ? "full refresh: the pipeline names no defaults.warehouse to keep its refresh state in, so every run reads everything"
-            : "full refresh: no extract is tracked (incremental: on a pgExtract), so every run reads everything"
     }
 
     /// The report of a run aborted before any stage started: every needed stage aborted.

@@ -6,17 +6,30 @@ import Logging
 /// and falls back to a full refresh, saying why, whenever results could
 /// otherwise differ from a rebuild's.
 enum RefreshPlanner {
-    /// nil when the pipeline tracks no extract (every run is a full refresh).
+    /// Why every run of `pipeline` is a full refresh, with no state to keep;
+    /// nil when runs can be incremental.
+    static func alwaysFull(_ pipeline: PipelineDefinition) -> String? {
+        guard pipeline.stages.contains(where: { ($0.implementation as? any WatermarkSource)?.isTracked == true }) else {
+            return "no extract is tracked (incremental: on a pgExtract), so every run reads everything"
+        }
+        guard let warehouse = pipeline.warehouse, pipeline.connections[warehouse] != nil else {
+            return "the pipeline names no defaults.warehouse to keep its refresh state in, so every run reads everything"
+        }
+        return nil
+    }
+
+    /// nil when every run is a full refresh (`alwaysFull` says why).
     static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions,
                      cancellation: Cancellation, sessions: SessionPool? = nil, lockWaits: LockWaits? = nil) throws -> RefreshPlan? {
         let sources = pipeline.stages.compactMap { stage in
             (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) }
         }
-        guard sources.contains(where: { $0.source.isTracked }) else { return nil }
-        guard let warehouse = pipeline.warehouse, pipeline.connections[warehouse] != nil else {
-            options.logger.warning("tracked extracts keep their watermarks in the warehouse, and the pipeline names none (defaults.warehouse): every run is a full refresh")
+        if let why = alwaysFull(pipeline) {
+            // Tracking declared with nowhere to keep its state deserves a warning; no tracking is a choice.
+            if sources.contains(where: { $0.source.isTracked }) { options.logger.warning("tracked extracts: \(why)") }
             return nil
         }
+        let warehouse = pipeline.warehouse!
         let connections = ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
                                              definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
                                              lockWaits: lockWaits)

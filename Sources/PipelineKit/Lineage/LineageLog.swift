@@ -17,6 +17,9 @@ public final class LineageLog: @unchecked Sendable {
     private let url: URL
     /// The hash of the last line this log wrote, or found last when opened.
     public private(set) var lastHash: String
+    /// The file's size when `lastHash` was its last line: while it stays so,
+    /// no other run has appended, and the tail need not be read again.
+    private var knownSize: off_t = -1
 
     /// Opens (creating when needed) the log for appending. A last line cut
     /// short by a crash is closed with a newline and skipped: the chain
@@ -107,9 +110,19 @@ public final class LineageLog: @unchecked Sendable {
     /// The hash of the file's last complete event, after closing a line cut
     /// short by a crash with a newline; call holding the lock.
     private func closedTail() throws -> String {
+        let now = size
+        if now >= 0 && now == knownSize { return lastHash }
         let (hash, endsWithNewline) = try Self.tail(of: url)
         if !endsWithNewline { try handle.write(contentsOf: Data("\n".utf8)) }
+        lastHash = hash
+        knownSize = size
         return hash
+    }
+
+    /// The file's current size; -1 when it cannot be had.
+    private var size: off_t {
+        var info = stat()
+        return fstat(handle.fileDescriptor, &info) == 0 ? info.st_size : -1
     }
 
     public static func sha256(_ line: some StringProtocol) -> String {
@@ -145,6 +158,7 @@ public final class LineageLog: @unchecked Sendable {
                 let line = try JSON.object(object).line()
                 try handle.write(contentsOf: Data((line + "\n").utf8))
                 lastHash = Self.sha256(line)
+                knownSize = size
                 return lastHash
             }
         }

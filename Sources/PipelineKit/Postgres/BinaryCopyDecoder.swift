@@ -243,13 +243,13 @@ struct ByteReader {
             let exponent = 4 * (weight - position) + scale
             if exponent >= 0 {
                 guard exponent <= 18 else { return nil }
-                let (product, overflow) = digit.multipliedReportingOverflow(by: pow10(exponent))
+                let (product, overflow) = digit.multipliedReportingOverflow(by: Int64.pow10(exponent))
                 guard !overflow else { return nil }
                 let (sum, carry) = value.addingReportingOverflow(product)
                 guard !carry else { return nil }
                 value = sum
             } else if exponent > -4 {
-                let cut = pow10(-exponent)
+                let cut = Int64.pow10(-exponent)
                 let (sum, carry) = value.addingReportingOverflow(digit / cut)
                 guard !carry else { return nil }
                 value = sum
@@ -266,6 +266,4 @@ struct ByteReader {
         }
         return sign == 0x4000 ? -value : value
     }
-
-    private func pow10(_ n: Int) -> Int64 { (0..<n).reduce(1) { acc, _ in acc * 10 } }
 }

@@ -16,7 +16,8 @@ public struct ConnInfo: Sendable, Equatable {
         guard let options = PQconninfoParse(raw, &errmsg) else {
             let message = errmsg.map { String(cString: $0) } ?? "invalid connection string"
             if let errmsg { PQfreemem(errmsg) }
-            throw PGError(kind: .connection, message: "invalid connection string: "
+            // A string that does not parse cannot work on a retry either.
+            throw PGError(kind: .refused, message: "invalid connection string: "
                 + Self.safeComplaint(message.trimmingCharacters(in: .whitespacesAndNewlines)))
         }
         defer { PQconninfoFree(options) }

@@ -64,7 +64,7 @@ enum SourceFile {
     /// Tabs in indentation are a YAML error whose libyaml message is cryptic; say it plainly.
     private static func reportTabs(_ text: String, sink: DiagnosticSink) -> Bool {
         var found = false
-        for (number, line) in text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (number, line) in lines(of: text).enumerated() {
             let indent = line.prefix { $0 == " " || $0 == "\t" }
             if let tab = indent.firstIndex(of: "\t") {
                 let column = line.distance(from: line.startIndex, to: tab) + 1
@@ -103,9 +103,10 @@ enum SourceFile {
     /// occurrence and the position of its second, at the same indentation;
     /// nil for a flow mapping or a key written otherwise.
     static func repeatedKey(_ key: String, inMappingAt line: Int, in text: String) -> (first: Int, second: (line: Int, column: Int))? {
-        let lines = text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
+        let lines = lines(of: text)
+        guard line >= 1, line <= lines.count else { return nil }
         var first: (line: Int, column: Int)?
-        for number in max(line, 1)...lines.count {
+        for number in line...lines.count {
             let content = lines[number - 1]
             // A sequence item's first key follows its "- ".
             var rest = content.drop { $0 == " " }
@@ -118,6 +119,11 @@ enum SourceFile {
             if column == start.column { return (start.line, (number, column)) }
         }
         return nil
+    }
+
+    /// The file's lines as libyaml numbers them (CRLF is one break), empty ones included.
+    private static func lines(of text: String) -> [Substring] {
+        text.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n", omittingEmptySubsequences: false)
     }
 
     /// Line and column (in Unicode scalars, as libyaml counts) of an index; CRLF counts as one line break.

@@ -70,7 +70,7 @@ struct CopyBinaryEncoder {
             case let .numeric(precision, scale):
                 let value = columns[index].ints[row]
                 // The server would refuse it too, but without saying which column or what to change.
-                if value.magnitude >= Self.powersOfTen[precision] {
+                if value.magnitude >= Int64.pow10(precision).magnitude {
                     throw StageFailure.data("value \(Self.decimal(value, scale: scale)) is out of range for column '\(columns[index].field.name)' (\(type): at most \(precision - scale) digits before the point); declare a larger precision for it (at most 18)")
                 }
                 appendNumeric(value, scale: scale)
@@ -91,9 +91,6 @@ struct CopyBinaryEncoder {
     static func timestamptz(_ micros: Int64) -> [UInt8] {
         withUnsafeBytes(of: micros.bigEndian) { Array($0) }
     }
-
-    /// 10^0 ... 10^19: a numeric's precision is at most 18.
-    private static let powersOfTen: [UInt64] = (0...19).map { exponent in (0..<exponent).reduce(1) { result, _ in result * 10 } }
 
     /// A scaled integer as a decimal number, e.g. 12345 at scale 2 as 123.45.
     static func decimal(_ value: Int64, scale: Int) -> String {
@@ -129,8 +126,7 @@ struct CopyBinaryEncoder {
     /// display scale. `value` is the number times 10^scale.
     private mutating func appendNumeric(_ value: Int64, scale: Int) {
         let magnitude = value.magnitude
-        var unit: UInt64 = 1
-        for _ in 0..<scale { unit *= 10 }
+        let unit = Int64.pow10(scale).magnitude
         let fractionGroups = (scale + 3) / 4
         // At most 5 integer and 5 fraction groups for a 64-bit value, scale <= 18.
         withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 12) { digits in
@@ -148,8 +144,7 @@ struct CopyBinaryEncoder {
                 high -= 1
             }
             // The fraction padded to whole groups of four decimals.
-            var padded = UInt128(magnitude % unit)
-            for _ in 0..<(fractionGroups * 4 - scale) { padded *= 10 }
+            var padded = UInt128(magnitude % unit) * UInt128(Int64.pow10(fractionGroups * 4 - scale))
             for index in stride(from: integerGroups + fractionGroups - 1, through: integerGroups, by: -1) {
                 digits[index] = UInt16(padded % 10_000)
                 padded /= 10_000
