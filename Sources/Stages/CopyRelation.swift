@@ -49,6 +49,23 @@ struct CopyRelation: KeyRestrictable {
         filtered(scope.sqlPredicate(qualifier: "whole"))
     }
 
+    /// As `restricted(to:)`, also selecting the rows by the first key column
+    /// alone. That condition is implied, but it lets the server probe an
+    /// index on that column only (experience by user_id: 2 ms instead of a
+    /// 15 ms scan of the table for 483 pairs); where an index covers both
+    /// columns it costs a little (calls: 15 ms instead of 11).
+    func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation {
+        guard scope.columns.count > 1 else { return restricted(to: scope) }
+        let firsts = KeyScope(columns: [scope.columns[0]], first: Array(Set(scope.first)).sorted())
+        return filtered(firsts.sqlPredicate(qualifier: "whole") + " AND " + scope.sqlPredicate(qualifier: "whole"))
+    }
+
+    /// One row, one bigint column `rows`: how many rows the relation has.
+    func counted() -> CopyRelation {
+        CopyRelation(connection: connection, sql: "SELECT count(*) AS rows FROM (\(sql)) AS whole",
+                     schema: [Field("rows", .bigint)], batchRows: batchRows, lockTable: lockTable, source: source)
+    }
+
     /// The rows that also satisfy `predicate` (SQL over the relation's columns,
     /// or `whole.` ones); with `columns`, only those of its columns are sent.
     func filtered(_ predicate: String, columns: [Field]? = nil) -> CopyRelation {

@@ -2,7 +2,7 @@ import Foundation
 import PipelineKit
 
 /// Writes an input into a keyed warehouse table, idempotently, in one transaction.
-public struct FactUpsert: Stage {
+public struct FactUpsert: PersistingStage {
     public static let type = "factUpsert"
     public static let summary = "Writes an input to a keyed warehouse table in one transaction: creates it when missing; into an empty table, one binary COPY; otherwise a binary COPY into a temp table and a merge touching only changed rows, deleting keys no longer produced (an incremental input: only within its changed groups)."
     public static let produces = OutputKind.table
@@ -71,6 +71,10 @@ public struct FactUpsert: Stage {
     }
 
     public var tablesWritten: [String] { [target.table] }
+
+    public func persistedRows(of input: String) -> PersistedRows? {
+        input == from ? PersistedRows(rows: target.read(columns: fields), key: target.key) : nil
+    }
 
     public var restoresWithoutInputs: Bool { true }
 

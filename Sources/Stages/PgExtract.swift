@@ -281,4 +281,5 @@ struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable {
     var schema: [Field] { all.schema }
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try all.scan(context, body) }
     func restricted(to scope: KeyScope) -> any Relation { all.restricted(to: scope) }
+    func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation { all.restrictedByFirstColumnToo(to: scope) }
 }

@@ -284,22 +284,35 @@ public struct WindowAggregate: Stage {
         let changes = context.refresh?.previous.flatMap { previous in
             ChangedGroups.Inputs(stage: self, lookups: lookups, anchor: anchor, events: events, context: context).map { ($0, previous) }
         }
-        let anchorRows = try anchor.materialize(context.scan)
-        let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups.mapValues(\.schema))
-        if let (changes, previous) = changes {
-            // Finding what changed needs every group's window ends only; the
-            // whole table is then built for the changed groups alone.
-            let schedule = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context, scheduleOnly: true)
-            let changed = try ChangedGroups.find(stage: self, groups: schedule, lookups: lookups, changes: changes,
-                                                 previousAsOf: previous.asOf, context: context)
-            if changed.keys.count <= schedule.groupCount / Self.changedShareForFullRecompute {
-                return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events, schema: schema,
-                                               context: context))
+        var allAnchorRows: Batch? = nil
+        if case let (changes, previous)? = changes {
+            if case let (changed, groupCount)? = try changedFromCalendar(changes, previousAsOf: previous.asOf, anchor: anchor,
+                                                                         lookups: lookups, context: context) {
+                if changed.keys.count <= groupCount / Self.changedShareForFullRecompute {
+                    // Only the changed groups' anchor rows are needed, read by key.
+                    let anchorRows = try (anchor as! any KeyRestrictable).restricted(to: changed.scope(columns: groupBy))
+                        .materialize(context.scan)
+                    return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events,
+                                                   schedules: "the last run's output", context: context))
+                }
+                logRecomputingAll(changed, of: groupCount, context: context)
+            } else {
+                // Finding what changed needs every group's window ends only; the
+                // whole table is then built for the changed groups alone.
+                let anchorRows = try anchor.materialize(context.scan)
+                allAnchorRows = anchorRows
+                let schedule = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context, scheduleOnly: true)
+                let changed = try ChangedGroups.find(stage: self, groups: schedule, lookups: lookups, changes: changes,
+                                                     previousAsOf: previous.asOf, context: context)
+                if changed.keys.count <= schedule.groupCount / Self.changedShareForFullRecompute {
+                    return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events,
+                                                   schedules: "every anchor row", context: context))
+                }
+                logRecomputingAll(changed, of: schedule.groupCount, context: context)
             }
-            context.logger.info("recomputing every group: more than 1/\(Self.changedShareForFullRecompute) of them changed, so one read of all events is cheaper than reading theirs by key", metadata: [
-                "groups": .stringConvertible(changed.keys.count), "of": .stringConvertible(schedule.groupCount),
-                "causes": .string(changed.causesText)])
         }
+        let anchorRows = try allAnchorRows ?? anchor.materialize(context.scan)
+        let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups.mapValues(\.schema))
         var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
         try groups.aggregate(events: events, context: context)
         let output = try groups.output(schema: schema)
@@ -307,15 +320,51 @@ public struct WindowAggregate: Stage {
         return .relation(MaterializedRelation(output))
     }
 
+    /// The changed groups and the number of groups, found with the window
+    /// ends the last run wrote (see `WindowCalendar`); nil when that cannot
+    /// be done: no persisted output with the dates the windows need, an
+    /// anchor input that cannot be read by key, or a changed lookup that is
+    /// not keyed by a group column.
+    private func changedFromCalendar(_ changes: ChangedGroups.Inputs, previousAsOf: CivilDate, anchor: any Relation,
+                                     lookups: [String: Lookup], context: StageContext) throws -> (ChangedGroups, Int)? {
+        guard let previous = context.previousOutput, let table = previous.rows as? CopyRelation,
+              let byKey = anchor as? any KeyRestrictable,
+              let columns = WindowCalendar.columns(of: self, in: previous),
+              let lookupChanges = ChangedGroups.GroupColumnChanges.of(stage: self, lookups: lookups) else { return nil }
+        // Both read on the server while the changes arrive.
+        let total = Prefetched.whole(table.counted(), context: context.scan)
+        let reads = ChangedGroups.CalendarReads(
+            endingAfterPreviousAsOf: Prefetched.whole(table.filtered(WindowCalendar.endingAfter(previousAsOf, stage: self), columns: columns),
+                                                      context: context.scan),
+            byKey: { scope in ChangedGroups.Inputs.narrowed(table.restricted(to: scope), to: columns.map(\.name)) })
+        guard let changed = try ChangedGroups.find(stage: self, calendar: reads, lookupChanges: lookupChanges, anchor: byKey,
+                                                   changes: changes, previousAsOf: previousAsOf, context: context) else {
+            context.logger.info("the persisted output is not one row per group with a start date; working out every group's schedule")
+            return nil
+        }
+        var groups = 0
+        try total.scan(context.scan) { batch in groups += batch.count > 0 ? Int(batch.columns[0].ints[0]) : 0 }
+        return (changed, groups)
+    }
+
+    private func logRecomputingAll(_ changed: ChangedGroups, of groupCount: Int, context: StageContext) {
+        context.logger.info("recomputing every group: more than 1/\(Self.changedShareForFullRecompute) of them changed, so one read of all events is cheaper than reading theirs by key", metadata: [
+            "groups": .stringConvertible(changed.keys.count), "of": .stringConvertible(groupCount),
+            "causes": .string(changed.causesText)])
+    }
+
     /// The rows of the changed groups only: their events are read again in
-    /// full, by key, from the source.
+    /// full, by key, from the source. `schedules` says where the window ends
+    /// that found them came from, for the log.
     private func recompute(_ changed: ChangedGroups, anchor: Batch, lookups: [String: Lookup], events: any Relation,
-                           schema: [Field], context: StageContext) throws -> PartialRelation {
+                           schedules: String, context: StageContext) throws -> PartialRelation {
+        let schema = try outputSchema(anchor: anchor.schema, lookups: lookups.mapValues(\.schema))
         let scope = changed.scope(columns: groupBy)
         var groups = try GroupTable(stage: self, anchor: anchor, lookups: lookups, context: context, keys: changed.keys)
         context.logger.info("recomputing changed groups", metadata: [
             "groups": .stringConvertible(scope.count),
-            "causes": .string(changed.causesText)])
+            "causes": .string(changed.causesText),
+            "schedules": .string(schedules)])
         if groups.groupCount > 0 {
             // Fetching a group's events is random access on the server; two
             // queries over halves of the groups keep both cores busy.

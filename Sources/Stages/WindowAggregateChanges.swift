@@ -72,7 +72,7 @@ struct ChangedGroups {
         try changed.addAnchorChanges(changes.anchor, stage: stage, context: context)
         try changed.addLookupChanges(stage: stage, groups: groups, lookups: lookups)
         changed.addClosedWindows(groups: groups, from: previousAsOf, to: stage.asOf)
-        try changed.addEventChanges(changes.events, stage: stage, groups: groups, context: context)
+        changed.addEventChanges(try eventDays(changes.events, stage: stage, context: context), stage: stage, groups: groups)
         return changed
     }
 
@@ -107,7 +107,79 @@ struct ChangedGroups {
         }
     }
 
-    private mutating func addClosedWindows(groups: GroupTable, from previous: CivilDate, to asOf: CivilDate) {
+    /// Where the calendar path reads the last run's schedules: the groups with
+    /// a window ending after its as_of, and any groups by key.
+    struct CalendarReads {
+        let endingAfterPreviousAsOf: any Relation
+        let byKey: (KeyScope) -> any Relation
+    }
+
+    /// The changed groups found with the schedules the last run wrote (see
+    /// `WindowCalendar`) instead of every group's: a changed lookup row is
+    /// mapped to its groups through the anchor rows of its key, read by key.
+    static func find(stage: WindowAggregate, calendar reads: CalendarReads, lookupChanges: [GroupColumnChanges],
+                     anchor: any KeyRestrictable, changes: Inputs, previousAsOf: CivilDate,
+                     context: StageContext) throws -> ChangedGroups? {
+        var changed = ChangedGroups()
+        try changed.addAnchorChanges(changes.anchor, stage: stage, context: context)
+        for lookupChange in lookupChanges {
+            let rows = anchor.restricted(to: KeyScope(columns: [lookupChange.column], first: lookupChange.values.sorted()))
+            let narrowed = Inputs.narrowed(rows, to: stage.groupBy)
+            try narrowed.scan(context.scan) { batch in
+                let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: "anchor input '\(stage.anchorFrom)'")] }
+                for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) {
+                    changed.add(GroupKey(keys, row: row), "changed_lookup_rows")
+                }
+            }
+        }
+        let events = try eventDays(changes.events, stage: stage, context: context)
+        guard var calendar = WindowCalendar(stage: stage),
+              try calendar.add(reads.endingAfterPreviousAsOf, context: context.scan) else { return nil }
+        // A late event can fall in a window that had closed before the last run.
+        let late = Set(events.filter { $0.day < previousAsOf.pgDays && !calendar.contains($0.key) }.map(\.key))
+        if !late.isEmpty {
+            let sorted = late.sorted { ($0.a, $0.b) < ($1.a, $1.b) }
+            let scope = KeyScope(columns: stage.groupBy, first: sorted.map(\.a), second: stage.groupBy.count > 1 ? sorted.map(\.b) : [])
+            guard try calendar.add(reads.byKey(scope), context: context.scan) else { return nil }
+        }
+        changed.addClosedWindows(groups: calendar, from: previousAsOf, to: stage.asOf)
+        changed.addEventChanges(events, stage: stage, groups: calendar)
+        return changed
+    }
+
+    /// A lookup's changed keys as values of the one group column it is keyed
+    /// by, e.g. new users as `user_id`s; nil when some lookup the stage uses
+    /// changed and is keyed otherwise (its groups are then found by going
+    /// through every anchor row).
+    struct GroupColumnChanges {
+        let column: String
+        let values: Set<Int64>
+
+        static func of(stage: WindowAggregate, lookups: [String: Lookup]) -> [GroupColumnChanges]? {
+            var uses: [(lookup: Lookup, key: [String])] = []
+            for attribute in stage.attributes {
+                if case let .lookup(input, key, _, _) = attribute.source { uses.append((lookups[input]!, key)) }
+            }
+            for measure in stage.measures {
+                if case let .countLookup(input, key, _) = measure.kind { uses.append((lookups[input]!, key)) }
+            }
+            var changes: [GroupColumnChanges] = []
+            for (lookup, key) in uses {
+                guard let changedKeys = lookup.changedKeys else { return nil }
+                guard !changedKeys.isEmpty else { continue }
+                guard key.count == 1, stage.groupBy.contains(key[0]), lookup.normalization.steps.isEmpty else { return nil }
+                var values = Set<Int64>()
+                for changedKey in changedKeys {
+                    guard changedKey.count == 1, case .int(let value) = changedKey[0] else { return nil }
+                    values.insert(value)
+                }
+                changes.append(GroupColumnChanges(column: key[0], values: values))
+            }
+            return changes
+        }
+    }
+
+    private mutating func addClosedWindows(groups: some GroupSchedule, from previous: CivilDate, to asOf: CivilDate) {
         let (low, high) = (previous.pgDays, asOf.pgDays)
         guard high > low else { return }
         for (group, key) in groups.keys.enumerated() {
@@ -115,22 +187,29 @@ struct ChangedGroups {
         }
     }
 
-    private mutating func addEventChanges(_ changes: any Relation, stage: WindowAggregate, groups: GroupTable,
-                                          context: StageContext) throws {
-        let asOf = stage.asOf.pgDays
+    /// The group and local day of each new event that has both.
+    private static func eventDays(_ changes: any Relation, stage: WindowAggregate,
+                                  context: StageContext) throws -> [(key: GroupKey, day: Int64)] {
+        var events: [(key: GroupKey, day: Int64)] = []
         var mapper = LocalDayMapper(zone: stage.timezone)
         try changes.scan(context.scan) { batch in
             let what = "changes of '\(stage.eventsFrom)'"
             let keys = try stage.groupBy.map { batch.columns[try batch.require($0, in: what)] }
             let time = batch.columns[try batch.require(stage.eventTime, in: what)]
             for row in 0..<batch.count where !keys.contains(where: { $0.isNull(row) }) && !time.isNull(row) {
-                let key = GroupKey(keys, row: row)
-                let group = groups.index.find(key.a, key.b)
-                guard group >= 0 else { continue }
-                let day = mapper.localDay(micros: time.ints[row])
-                guard day >= groups.startDay[group] else { continue }
-                if groups.windowEnds(of: group).contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }
+                events.append((GroupKey(keys, row: row), mapper.localDay(micros: time.ints[row])))
             }
+        }
+        return events
+    }
+
+    private mutating func addEventChanges(_ events: [(key: GroupKey, day: Int64)], stage: WindowAggregate,
+                                          groups: some GroupSchedule) {
+        let asOf = stage.asOf.pgDays
+        for (key, day) in events {
+            let group = groups.index.find(key.a, key.b)
+            guard group >= 0, day >= groups.startDay[group] else { continue }
+            if groups.windowEnds(of: group).contains(where: { end in end.map { day < $0 && $0 <= asOf } ?? false }) { add(key, "new_events_in_closed_windows") }
         }
     }
 

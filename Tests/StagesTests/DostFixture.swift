@@ -60,9 +60,9 @@ enum Dost {
     }
 
     static func run(_ pipeline: PipelineDefinition, fullRefresh: Bool = false, selecting selectors: [String] = [],
-                    observers: [any RunObserver] = [], log: LineageLog? = nil) async throws -> RunReport {
-        var logger = Logger(label: "test")
-        logger.logLevel = .error
+                    observers: [any RunObserver] = [], log: LineageLog? = nil, capturing: CapturedLog? = nil) async throws -> RunReport {
+        var logger = capturing.map { captured in Logger(label: "test") { _ in captured } } ?? Logger(label: "test")
+        if capturing == nil { logger.logLevel = .error }
         let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, selectors: selectors, fullRefresh: fullRefresh,
                                                                                     logger: logger, observers: observers, lineageLog: log,
                                                                                     sleep: { _ in }))

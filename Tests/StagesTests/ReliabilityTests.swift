@@ -327,7 +327,7 @@ extension ReliabilityTests {
     }
 }
 
-/// Log lines of a run, as `message [key=value ...]`.
+/// Log lines of a run, as `message [stage=...][schedules=...]`.
 final class CapturedLog: LogHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
@@ -346,7 +346,9 @@ final class CapturedLog: LogHandler, @unchecked Sendable {
 
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        let text = "\(event.message) " + all.filter { $0.key == "stage" }.map { "[\($0.key)=\($0.value)]" }.joined()
+        let shown = ["stage", "schedules"]
+        let text = "\(event.message) " + all.filter { shown.contains($0.key) }.sorted { $0.key > $1.key }
+            .map { "[\($0.key)=\($0.value)]" }.joined()
         lock.withLock {
             lines.append(text)
             if all["run"] == nil { withoutRun.append("\(event.message)") }

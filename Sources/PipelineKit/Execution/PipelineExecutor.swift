@@ -217,7 +217,7 @@ public final class PipelineExecutor: Sendable {
             // running (a prefetch stops at its next hand-off) reports into the
             // failed attempt's counters, never into the retry's.
             let metrics = StageMetrics { rows in observers.forEach { $0.stageProgress(info, stage: stage.id, rows: rows) } }
-            let context = StageContext(
+            var stageContext = StageContext(
                 pipelineName: pipeline.name, runID: runID, stageID: stage.id, attempt: attempt, logger: logger,
                 variables: pipeline.variables, asOf: pipeline.asOf, fullRefresh: options.fullRefresh,
                 inputs: inputs,
@@ -226,6 +226,8 @@ public final class PipelineExecutor: Sendable {
                                                 pool: sessions.pool, lockWaits: sessions.lockWaits),
                 cancellation: cancellation, metrics: metrics, warehouseConnection: pipeline.warehouse,
                 refresh: info.refresh, runLock: sessions.runLock)
+            if !restore { stageContext.previousOutput = previousOutput(of: stage.id, refresh: info.refresh) }
+            let context = stageContext
             observers.forEach { $0.stageStarted(info, stage: stage, attempt: attempt) }
             logger.info(restore ? "restoring persisted output" : "stage started", metadata: ["attempt": .stringConvertible(attempt)])
             do {
@@ -274,6 +276,17 @@ public final class PipelineExecutor: Sendable {
                 return (report, nil)
             }
         }
+    }
+
+    /// The table a selected stage of this run persists `id`'s output in, in
+    /// an incremental run: the refresh decision checked that every selected
+    /// writer was last written by the run the changes are counted from.
+    private func previousOutput(of id: String, refresh: RefreshPlan?) -> PersistedRows? {
+        guard refresh?.isIncremental == true else { return nil }
+        for consumer in plan.order where plan.selected.contains(consumer) && plan.inputs[consumer, default: []].contains(id) {
+            if let rows = (pipeline.stage(consumer)?.implementation as? any PersistingStage)?.persistedRows(of: id) { return rows }
+        }
+        return nil
     }
 
     /// Waits `seconds` before a retry, or less if the run is aborted meanwhile.

@@ -57,6 +57,13 @@ public protocol ChangeTrackedRelation: Relation {
 /// A relation that can read only the rows of some groups, in the database.
 public protocol KeyRestrictable: Relation {
     func restricted(to scope: KeyScope) -> any Relation
+    /// The same rows as `restricted(to:)`, for a source more likely indexed by
+    /// the first key column alone than by all of them.
+    func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation
+}
+
+extension KeyRestrictable {
+    public func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation { restricted(to: scope) }
 }
 
 /// The result of an incremental computation: rows for the groups in `scope`

@@ -72,6 +72,29 @@ extension Stage {
     public var tablesWritten: [String] { [] }
 }
 
+/// A stage that keeps an input's rows in a warehouse table (factUpsert).
+/// In an incremental run the stage producing that input is handed the table
+/// as its previous output (`StageContext.previousOutput`), much as an
+/// incremental dbt model reads `{{ this }}`.
+public protocol PersistingStage: Stage {
+    /// The rows `input` produced as the last run left them in the table;
+    /// nil when this stage does not persist `input`.
+    func persistedRows(of input: String) -> PersistedRows?
+}
+
+/// A stage's output as a table keeps it.
+public struct PersistedRows: Sendable {
+    /// The table's rows, in the columns written.
+    public let rows: any Relation
+    /// The columns no two rows share.
+    public let key: [String]
+
+    public init(rows: any Relation, key: [String]) {
+        self.rows = rows
+        self.key = key
+    }
+}
+
 /// The kinds of output stages exchange.
 public enum OutputKind: String, Sendable {
     case relation, lookup, table

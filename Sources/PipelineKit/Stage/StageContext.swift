@@ -21,6 +21,12 @@ public struct StageContext: Sendable {
     /// Full or incremental, and the watermarks this run reads up to; nil
     /// when the pipeline tracks no extract.
     public var refresh: RefreshPlan? = nil
+    /// In an incremental run, what this stage produced in the last run, as a
+    /// stage of this run that persists it keeps it (its table, in the columns
+    /// it writes). The refresh decision found that table written by the run
+    /// the changes are counted from, and unchanged since. nil in a full
+    /// refresh, or when no selected stage persists this one's output.
+    public var previousOutput: PersistedRows? = nil
     /// Checks, in each warehouse write, that the run still holds its lock; nil without a run lock.
     public var runLock: RunLockCheck? = nil
 

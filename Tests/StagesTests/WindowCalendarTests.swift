@@ -1,0 +1,72 @@
+import Foundation
+import PipelineKit
+import Stages
+import XCTest
+
+/// An incremental run of a windowAggregate whose output a factUpsert keeps
+/// finds the groups to recompute from the start dates and window ends that
+/// table holds, not by reading every anchor row again; and it still equals a
+/// full refresh, also where only an anchor or lookup row can tell.
+final class WindowCalendarTests: XCTestCase {
+    func testAnIncrementalRunTakesTheSchedulesFromTheLastRunsOutputInsteadOfReadingEveryAnchor() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("calendar_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+
+        let log = CapturedLog()
+        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertTrue(log.messages.contains("recomputing changed groups [stage=userprogram][schedules=the last run's output]"),
+                      "\(log.messages.filter { $0.contains("recomputing") })")
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
+    }
+
+    /// The group is in no calendar (the last run could not form it) and gets
+    /// no new anchor row: only the lookup's new key can say it changed.
+    func testAUserArrivingAfterTheirExperiencesFormsTheirGroupsInAnIncrementalRun() async throws {
+        let source = try Incremental.privateSource()
+        let connection = try TestDatabase.connect(source)
+        let user = try XCTUnwrap(connection.query("""
+            SELECT user_id FROM experience WHERE created_on < '2020-08-01' AND user_id IN (SELECT id FROM users)
+            GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1
+            """).int(0, 0))
+        try connection.execute("CREATE TABLE held_user AS SELECT * FROM users WHERE id = \(user); DELETE FROM users WHERE id = \(user)")
+        let warehouse = try TestDatabase.createDatabase("calendar_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let facts = "SELECT count(*) FROM dw.userprogram_fact WHERE user_id = \(user)"
+        XCTAssertEqual(try TestDatabase.connect(warehouse).query(facts).int(0, 0), 0, "no row while the user is missing")
+
+        try connection.execute("INSERT INTO users SELECT * FROM held_user")
+        let log = CapturedLog()
+        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-02"), capturing: log)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertTrue(log.messages.contains("recomputing changed groups [stage=userprogram][schedules=the last run's output]"),
+                      "\(log.messages.filter { $0.contains("recomputing") })")
+        XCTAssertGreaterThan(try TestDatabase.connect(warehouse).query(facts).int(0, 0) ?? 0, 0, report.summaryTable)
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-02")
+    }
+
+    func testWithoutTheWindowEndsInTheFactTableTheSchedulesAreWorkedOutFromEveryAnchorAndTheRunStillEqualsAFullRefresh() async throws {
+        let source = try Incremental.sharedSource()
+        let shipped = try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
+        // eop ends on programenddate: a table without it cannot say when eop closes.
+        let withoutEnd = shipped.replacingOccurrences(of: "        programenddate: date\n", with: "")
+        XCTAssertNotEqual(withoutEnd, shipped)
+        let warehouse = try TestDatabase.createDatabase("calendar_dw")
+        let first = try await Dost.run(try Dost.loadPipeline(yaml: withoutEnd, source: source, warehouse: warehouse, asOf: "2020-10-01"))
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
+
+        let log = CapturedLog()
+        let second = try await Dost.run(try Dost.loadPipeline(yaml: withoutEnd, source: source, warehouse: warehouse, asOf: "2020-10-15"),
+                                        capturing: log)
+        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
+        XCTAssertTrue(second.refresh?.hasPrefix("incremental") == true, second.refresh ?? "nil")
+        XCTAssertTrue(log.messages.contains("recomputing changed groups [stage=userprogram][schedules=every anchor row]"),
+                      "\(log.messages.filter { $0.contains("recomputing") })")
+
+        let full = try TestDatabase.createDatabase("calendar_full")
+        let rebuilt = try await Dost.run(try Dost.loadPipeline(yaml: withoutEnd, source: source, warehouse: full, asOf: "2020-10-15"))
+        XCTAssertEqual(rebuilt.status, .succeeded, rebuilt.summaryTable)
+        try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
+    }
+}
