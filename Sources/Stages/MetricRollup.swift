@@ -119,11 +119,13 @@ public struct MetricRollup: Stage {
     }
 
     /// The accumulators of every output row in flat arrays, so that adding a
-    /// row mutates in place instead of copying per-row arrays.
+    /// row mutates in place instead of copying per-row arrays. A row is added
+    /// with sign 1 and taken away (an incremental run's old version) with -1.
     struct Accumulators {
         let metricCount: Int
         let levelCount: Int
         private(set) var keys: [[Value]] = []
+        private var slots: [[Value]: Int] = [:]
         private(set) var count: [Int64] = []
         private(set) var notNull: [Int64] = []
         private(set) var sums: [Int64] = []
@@ -134,9 +136,11 @@ public struct MetricRollup: Stage {
             self.levelCount = levelCount
         }
 
-        /// A new accumulator for `key` (output keeps the order of creation).
-        mutating func add(key: [Value]) -> Int {
+        /// The accumulator of `key`, new (at zero) if there is none yet; output keeps the order of creation.
+        mutating func slot(for key: [Value]) -> Int {
+            if let slot = slots[key] { return slot }
             let slot = keys.count
+            slots[key] = slot
             keys.append(key)
             count.append(0)
             notNull += repeatElement(0, count: metricCount)
@@ -145,16 +149,54 @@ public struct MetricRollup: Stage {
             return slot
         }
 
-        mutating func add(slot: Int) { count[slot] += 1 }
-        mutating func addNotNull(slot: Int, metric: Int) { notNull[slot * metricCount + metric] += 1 }
+        mutating func add(slot: Int, sign: Int64) { count[slot] += sign }
+        mutating func addNotNull(slot: Int, metric: Int, sign: Int64) { notNull[slot * metricCount + metric] += sign }
         /// A non-NULL value of an averaged field; false when the sum no longer fits in 64 bits.
-        mutating func add(slot: Int, metric: Int, value: Int64) -> Bool {
-            notNull[slot * metricCount + metric] += 1
-            let (sum, overflow) = sums[slot * metricCount + metric].addingReportingOverflow(value)
+        mutating func add(slot: Int, metric: Int, value: Int64, sign: Int64) -> Bool {
+            notNull[slot * metricCount + metric] += sign
+            let (signed, flipped) = value.multipliedReportingOverflow(by: sign)
+            let (sum, overflow) = sums[slot * metricCount + metric].addingReportingOverflow(signed)
             sums[slot * metricCount + metric] = sum
-            return !overflow
+            return !overflow && !flipped
         }
-        mutating func add(slot: Int, level: Int) { levelCounts[slot * levelCount + level] += 1 }
+        mutating func add(slot: Int, level: Int, sign: Int64) { levelCounts[slot * levelCount + level] += sign }
+
+        /// Sets an accumulator to totals read back from the table.
+        mutating func set(slot: Int, count: Int64, notNull: [Int64], sums: [Int64], levels: [Int64]) {
+            self.count[slot] = count
+            for metric in 0..<metricCount {
+                self.notNull[slot * metricCount + metric] = notNull[metric]
+                self.sums[slot * metricCount + metric] = sums[metric]
+            }
+            for level in 0..<levelCount { levelCounts[slot * levelCount + level] = levels[level] }
+        }
+
+        /// No count below zero: taking away rows never counted would leave one.
+        var addsUp: Bool {
+            !count.contains { $0 < 0 } && !notNull.contains { $0 < 0 } && !levelCounts.contains { $0 < 0 }
+        }
+    }
+
+    /// The columns of the output for an input's columns, worked out and
+    /// type-checked once per run.
+    struct Shape {
+        /// Dimensions, the unpivot name, metrics and levels.
+        let fields: [Field]
+        /// Exact totals kept with each row, from which an incremental run
+        /// adjusts a row without reading the rows it sums: `_acc_rows`, and
+        /// per average `_acc_<metric>_n` and `_acc_<metric>_sum` (at the
+        /// averaged column's scale).
+        let accumulators: [Field]
+        /// Per average metric (by position): its input's scale and its own.
+        let avgScales: [Int: (inScale: Int, outScale: Int)]
+
+        var all: [Field] { fields + accumulators }
+    }
+
+    static let accumulatorPrefix = "_acc_"
+
+    private var unpivoted: [(name: String?, fields: [String: String])] {
+        groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
@@ -162,8 +204,9 @@ public struct MetricRollup: Stage {
         if context.isIncremental, let replaced = input as? ReplacedRows, let output = try rollupChanged(replaced, context) {
             return output
         }
-        let output = try rollup(try input.materialize(context.scan))
-        _ = try target.write(columns: output.schema, context: context, deleteMissing: true) { try $0(output) }
+        let output = try rollupWithTotals(try input.materialize(context.scan))
+        _ = try target.write(columns: output.schema, context: context, deleteMissing: true,
+                             addable: accumulatorNames(output.schema)) { try $0(output) }
         context.metrics.produced(rows: output.count)
         return .table(name: target.table, relation: target.read(columns: output.schema))
     }
@@ -181,26 +224,83 @@ public struct MetricRollup: Stage {
         }
         if cells.contains(where: { $0.contains(.null) }) { return nil }
         let ordered = cells.sorted { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }
-        // The server sends only the rows of changed cells when it can select
-        // them; otherwise they are picked out here.
-        let inCells: Batch
-        if let copy = replaced.table as? CopyRelation, let predicate = cellPredicate(ordered, schema: copy.schema) {
-            let used = copy.schema.filter { inputColumns.contains($0.name) }
-            inCells = try copy.filtered(predicate, columns: used).materialize(context.scan)
+        let output: Batch
+        let how: String
+        if let adjusted = try adjustStored(ordered, replaced, context) {
+            output = adjusted
+            how = "stored totals adjusted by the replaced rows"
         } else {
-            let all = try replaced.table.materialize(context.scan)
-            let columns = try dimensionColumns(of: all)
-            var picked = Batch(schema: all.schema)
-            for row in 0..<all.count where cells.contains(try cell(columns, row, &truncated)) { picked.append(row: all.row(row)) }
-            inCells = picked
+            how = "their rows read again"
+            // The server sends only the rows of changed cells when it can select
+            // them; otherwise they are picked out here.
+            let inCells: Batch
+            if let copy = replaced.table as? CopyRelation, let predicate = cellPredicate(ordered, schema: copy.schema) {
+                let used = copy.schema.filter { inputColumns.contains($0.name) }
+                inCells = try copy.filtered(predicate, columns: used).materialize(context.scan)
+            } else {
+                let all = try replaced.table.materialize(context.scan)
+                let columns = try dimensionColumns(of: all)
+                var picked = Batch(schema: all.schema)
+                for row in 0..<all.count where cells.contains(try cell(columns, row, &truncated)) { picked.append(row: all.row(row)) }
+                inCells = picked
+            }
+            output = try rollupWithTotals(inCells)
         }
-        let output = try rollup(inCells)
         var scope = Batch(schema: Array(output.schema.prefix(dimensions.count)))
         for key in ordered { scope.append(row: key) }
-        _ = try target.write(columns: output.schema, context: context, deleteMissing: true, scope: scope) { try $0(output) }
+        _ = try target.write(columns: output.schema, context: context, deleteMissing: true, scope: scope,
+                             addable: accumulatorNames(output.schema)) { try $0(output) }
         context.metrics.produced(rows: output.count)
-        context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count)])
+        context.logger.info("rolled up changed cells", metadata: ["cells": .stringConvertible(cells.count), "from": .string(how)])
         return .table(name: target.table, relation: target.read(columns: output.schema))
+    }
+
+    private func accumulatorNames(_ schema: [Field]) -> Set<String> {
+        Set(schema.map(\.name).filter { $0.hasPrefix(Self.accumulatorPrefix) })
+    }
+
+    /// The changed cells' rows worked out from the totals stored with them,
+    /// less the replaced rows' old versions, plus their new ones: a few
+    /// hundred stored rows read instead of every fact row of those cells.
+    /// nil when that cannot be done: totals not stored (a table written
+    /// before they were kept, or a cell last written then), or totals that
+    /// do not add up with the replaced rows (a table changed by hand).
+    private func adjustStored(_ cells: [[Value]], _ replaced: ReplacedRows, _ context: StageContext) throws -> Batch? {
+        let shape = try shape(of: replaced.table.schema)
+        guard let predicate = cellPredicate(cells, schema: shape.fields, stored: true) else { return nil }
+        let stored: Batch
+        do {
+            stored = try target.read(columns: shape.all).filtered(predicate).materialize(context.scan)
+        } catch let error as PGError where error.sqlState == "42703" {
+            return nil  // an accumulator column the table does not have yet; the write adds it
+        }
+        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+        let keyWidth = dimensions.count + (unpivotColumn == nil ? 0 : 1)
+        let rowsColumn = stored.columns[try stored.require("_acc_rows", in: "\(target.table)")]
+        let levelColumns = try (levels?.thresholds ?? []).map { stored.columns[try stored.require($0.name, in: target.table)] }
+        let metricColumns = try metrics.map { name, metric -> (n: Column?, sum: Column?) in
+            switch metric {
+            case .count: (nil, nil)
+            case .countNotNull: (stored.columns[try stored.require(name, in: target.table)], nil)
+            case .avg: (stored.columns[try stored.require("_acc_\(name)_n", in: target.table)],
+                        stored.columns[try stored.require("_acc_\(name)_sum", in: target.table)])
+            }
+        }
+        for row in 0..<stored.count {
+            guard !rowsColumn.isNull(row), !levelColumns.contains(where: { $0.isNull(row) }),
+                  !metricColumns.contains(where: { ($0.n?.isNull(row) ?? false) || ($0.sum?.isNull(row) ?? false) }) else { return nil }
+            let slot = accumulators.slot(for: (0..<keyWidth).map { stored.columns[$0].value(at: row) })
+            accumulators.set(slot: slot, count: rowsColumn.ints[row],
+                             notNull: metricColumns.map { $0.n?.ints[row] ?? 0 }, sums: metricColumns.map { $0.sum?.ints[row] ?? 0 },
+                             levels: levelColumns.map { $0.ints[row] })
+        }
+        try accumulate(replaced.before, shape: shape, into: &accumulators, sign: -1)
+        try accumulate(replaced.after, shape: shape, into: &accumulators, sign: 1)
+        guard accumulators.addsUp else {
+            context.logger.warning("the totals stored in \(target.table) do not add up with the fact rows replaced (was the table changed by hand?); rolling the changed cells up from their rows instead")
+            return nil
+        }
+        return try output(accumulators, shape: shape)
     }
 
     /// Every input column the rollup may read: dimensions, unpivoted columns,
@@ -220,12 +320,15 @@ public struct MetricRollup: Stage {
 
     /// SQL selecting the rows of `cells` (dimension values, dates truncated)
     /// from rows of `schema`; nil when a dimension's type has no literal form here.
-    func cellPredicate(_ cells: [[Value]], schema: [Field]) -> String? {
+    /// With `stored`, the rows are the output's: dimensions by their output
+    /// names, dates already truncated.
+    func cellPredicate(_ cells: [[Value]], schema: [Field], stored: Bool = false) -> String? {
         guard !cells.isEmpty else { return "false" }
-        let types = dimensions.map { dimension in schema.first { $0.name == dimension.column }?.type }
+        let types = dimensions.map { dimension in schema.first { $0.name == (stored ? dimension.name : dimension.column) }?.type }
         guard types.allSatisfy({ [.smallint, .int, .bigint, .date, .text].contains($0) }) else { return nil }
         // Truncated in date arithmetic: date_trunc would go through timestamptz and the session's zone.
         let columns = dimensions.map { dimension in
+            if stored { return SQL.ident(dimension.name) }
             let column = SQL.ident(dimension.column)
             switch dimension.truncate {
             // An infinite date is its own cell, and has no year to make a date of.
@@ -278,43 +381,57 @@ public struct MetricRollup: Stage {
 
     /// The rollup itself, without writing: one row per dimension group (and unpivot name).
     func rollup(_ input: Batch) throws -> Batch {
+        try rollupWithTotals(input).projected(to: try shape(of: input.schema).fields)
+    }
+
+    /// The rollup as written: each row followed by the exact totals it was worked out from.
+    func rollupWithTotals(_ input: Batch) throws -> Batch {
+        let shape = try shape(of: input.schema)
+        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+        try accumulate(input, shape: shape, into: &accumulators, sign: 1)
+        return try output(accumulators, shape: shape)
+    }
+
+    func shape(of input: [Field]) throws -> Shape {
         let what = "input '\(from)'"
-        let dimensionColumns = try dimensionColumns(of: input)
-        let unpivoted: [(name: String?, fields: [String: String])] = groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
-        func column(_ field: String, _ group: [String: String]) throws -> Column {
-            input.columns[try input.require(group[field] ?? field, in: what)]
+        func field(_ name: String, _ group: [String: String]) throws -> Field {
+            try requireField(group[name] ?? name, in: input, of: what)
         }
-        var outputFields = try dimensions.enumerated().map { index, dimension -> Field in
-            let type = dimensionColumns[index].field.type
+        var outputFields = try dimensions.map { dimension -> Field in
+            let type = try requireField(dimension.column, in: input, of: what).type
             if dimension.truncate != nil && type != .date {
                 throw StageFailure.config("dimension '\(dimension.name)': truncate needs a date column, '\(dimension.column)' is \(type)")
             }
             return Field(dimension.name, type)
         }
         if let unpivotColumn { outputFields.append(Field(unpivotColumn, .text)) }
-        /// The type of `field` in every unpivot group, which must agree: one
+        /// The type of `name` in every unpivot group, which must agree: one
         /// output column holds them all, computed at one scale.
-        func exactType(_ field: String, for purpose: String) throws -> DataType {
+        func exactType(_ name: String, for purpose: String) throws -> DataType {
             var found: DataType?
             for (groupName, fields) in unpivoted {
-                let type = try column(field, fields).field.type
+                let type = try field(name, fields).type
                 guard type.isExactNumber else {
-                    throw StageFailure.config("\(purpose) needs an integer or numeric column, '\(fields[field] ?? field)' is \(type)")
+                    throw StageFailure.config("\(purpose) needs an integer or numeric column, '\(fields[name] ?? name)' is \(type)")
                 }
                 if let found, found.scale != type.scale {
-                    throw StageFailure.config("\(purpose): '\(field)' is \(found) in one unpivot group but \(type) in group '\(groupName ?? "")'; the groups must agree")
+                    throw StageFailure.config("\(purpose): '\(name)' is \(found) in one unpivot group but \(type) in group '\(groupName ?? "")'; the groups must agree")
                 }
                 found = found ?? type
             }
             return found!
         }
         var avgScales: [Int: (inScale: Int, outScale: Int)] = [:]
+        var accumulatorFields = [Field("\(Self.accumulatorPrefix)rows", .bigint)]
         for (index, (name, metric)) in metrics.enumerated() {
             switch metric {
             case .count, .countNotNull: outputFields.append(Field(name, .int))
-            case .avg(let field, let scale):
-                avgScales[index] = (try exactType(field, for: "metric '\(name)': avg").scale, scale)
+            case .avg(let averaged, let scale):
+                let inScale = try exactType(averaged, for: "metric '\(name)': avg").scale
+                avgScales[index] = (inScale, scale)
                 outputFields.append(Field(name, .numeric(precision: 12, scale: scale)))
+                accumulatorFields += [Field("\(Self.accumulatorPrefix)\(name)_n", .bigint),
+                                      Field("\(Self.accumulatorPrefix)\(name)_sum", .numeric(precision: 18, scale: inScale))]
             }
         }
         if let levels {
@@ -326,8 +443,17 @@ public struct MetricRollup: Stage {
             }
         }
         for level in levels?.thresholds ?? [] { outputFields.append(Field(level.name, .int)) }
+        return Shape(fields: outputFields, accumulators: accumulatorFields, avgScales: avgScales)
+    }
 
-        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+    /// Adds the rows of `input` to their accumulators (`sign` -1 takes them away).
+    func accumulate(_ input: Batch, shape: Shape, into accumulators: inout Accumulators, sign: Int64) throws {
+        let what = "input '\(from)'"
+        func column(_ field: String, _ group: [String: String]) throws -> Column {
+            input.columns[try input.require(group[field] ?? field, in: what)]
+        }
+        let dimensionColumns = try dimensionColumns(of: input)
+        let unpivoted = self.unpivoted
         // Truncating a date to its month or year once per distinct date, not per row.
         var truncated = [[Int64: Int64]](repeating: [:], count: dimensions.count)
         // Each row's cell is found once, not once per unpivoted group; a
@@ -365,15 +491,15 @@ public struct MetricRollup: Stage {
             }
             for row in 0..<input.count {
                 let at = cellOf[row] * unpivoted.count + g
-                if slotOf[at] < 0 { slotOf[at] = accumulators.add(key: cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
+                if slotOf[at] < 0 { slotOf[at] = accumulators.slot(for: cells[cellOf[row]] + (groupName.map { [.text($0)] } ?? [])) }
                 let slot = slotOf[at]
-                accumulators.add(slot: slot)
+                accumulators.add(slot: slot, sign: sign)
                 for (k, index) in measured.enumerated() where nulls[k].isEmpty || !nulls[k][row] {
                     guard summed[k] else {
-                        accumulators.addNotNull(slot: slot, metric: index)
+                        accumulators.addNotNull(slot: slot, metric: index, sign: sign)
                         continue
                     }
-                    guard accumulators.add(slot: slot, metric: index, value: values[k][row]) else {
+                    guard accumulators.add(slot: slot, metric: index, value: values[k][row], sign: sign) else {
                         throw StageFailure.data("metric '\(metrics[index].name)': the sum of '\(metricColumns[index]!.field.name)' over one group does not fit in 64 bits")
                     }
                 }
@@ -382,24 +508,30 @@ public struct MetricRollup: Stage {
                     let (n, d) = (ratio.n[row], ratio.d[row])
                     // n/d ≥ p/q ⇔ n·q ≥ p·d, exact in 128-bit products.
                     if let level = ratio.thresholds.firstIndex(where: { Self.product(n, $0.q) >= Self.product($0.p, d) }) {
-                        accumulators.add(slot: slot, level: level)
+                        accumulators.add(slot: slot, level: level, sign: sign)
                     }
                 }
             }
         }
+    }
 
-        var output = Batch(schema: outputFields, capacity: accumulators.keys.count)
+    /// One row per accumulator that counts rows: one left with none is a
+    /// group that no longer exists.
+    func output(_ accumulators: Accumulators, shape: Shape) throws -> Batch {
+        var output = Batch(schema: shape.all, capacity: accumulators.keys.count)
         let (metricCount, levelCount) = (accumulators.metricCount, accumulators.levelCount)
-        for (slot, key) in accumulators.keys.enumerated() {
+        for (slot, key) in accumulators.keys.enumerated() where accumulators.count[slot] > 0 {
             var row = key
+            var totals: [Value] = [.int(accumulators.count[slot])]
             for (index, (_, metric)) in metrics.enumerated() {
                 let n = accumulators.notNull[slot * metricCount + index]
                 switch metric {
                 case .count: row.append(.int(accumulators.count[slot]))
                 case .countNotNull: row.append(.int(n))
                 case .avg:
-                    guard n > 0, let scales = avgScales[index] else { row.append(.null); continue }
                     let sum = accumulators.sums[slot * metricCount + index]
+                    totals += [.int(n), .int(sum)]
+                    guard n > 0, let scales = shape.avgScales[index] else { row.append(.null); continue }
                     let shift = scales.outScale - scales.inScale
                     let (scaled, overflow) = shift >= 0
                         ? sum.multipliedReportingOverflow(by: Int64.pow10(shift))
@@ -411,7 +543,7 @@ public struct MetricRollup: Stage {
                 }
             }
             row += accumulators.levelCounts[(slot * levelCount)..<((slot + 1) * levelCount)].map(Value.int)
-            output.append(row: row)
+            output.append(row: row + totals)
         }
         return output
     }

@@ -26,12 +26,12 @@ struct WriteTarget: Sendable {
 
     /// Merges the batches into the table in one transaction and records the
     /// counts and the dataset in the stage's metrics.
-    func write(columns: [Field], context: StageContext, deleteMissing: Bool, scope: Batch? = nil,
+    func write(columns: [Field], context: StageContext, deleteMissing: Bool, scope: Batch? = nil, addable: Set<String> = [],
                batches: ((Batch) throws -> Void) throws -> Void) throws -> WriteCounts {
         for name in key where !columns.contains(where: { $0.name == name }) {
             throw StageFailure.config("key column '\(name)' is not among the columns written to \(table)")
         }
-        let writer = TableWriter(table: table, columns: columns, key: key)
+        let writer = TableWriter(table: table, columns: columns, key: key, addable: addable)
         return try context.connections.with(connection) { connection in
             let counts = try writer.write(connection, runID: context.runID, deleteMissing: deleteMissing, scope: scope,
                                           batches: batches) { connection, counts in

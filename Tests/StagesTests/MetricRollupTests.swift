@@ -171,6 +171,47 @@ final class MetricRollupTests: XCTestCase {
         XCTAssertEqual((0..<output.count).map(output.row), expected)
     }
 
+    func testEachRowIsWrittenWithTheExactTotalsItWasWorkedOutFrom() throws {
+        let stage = try make("""
+            from: userprogram
+            dimensions: {program_id: program_id}
+            metrics:
+              avg_minutes: {avg: minutes, scale: 1}
+            write: {connection: warehouse, table: dw.avg, key: [program_id]}
+            """)
+        let fields = [Field("program_id", .int), Field("minutes", .numeric(precision: 12, scale: 2))]
+        let output = try stage.rollupWithTotals(F.batch(fields, [[.int(1), .int(1)], [.int(1), .int(2)], [.int(1), .null]]))
+        XCTAssertEqual(output.schema, [Field("program_id", .int), Field("avg_minutes", .numeric(precision: 12, scale: 1)),
+                                       Field("_acc_rows", .bigint), Field("_acc_avg_minutes_n", .bigint),
+                                       Field("_acc_avg_minutes_sum", .numeric(precision: 18, scale: 2))])
+        // 0.01 + 0.02 over 2 values, of 3 rows: the rounded average 0.0 alone could not be adjusted
+        XCTAssertEqual(output.row(0), [.int(1), .int(0), .int(3), .int(2), .int(3)])
+    }
+
+    func testTakingRowsAwayFromTheirTotalsGivesTheRollupOfTheRowsLeft() throws {
+        let stage = try make(Self.dostYAML)
+        let jan31 = Value.int(F.day(2020, 1, 31)), jan2 = Value.int(F.day(2020, 1, 2))
+        let kept: [[Value]] = [
+            [.int(501), .int(10), jan31, .int(1), .int(1), .int(4), .int(2), .int(150), .int(10), .null, .null, .null],
+        ]
+        let replaced: [[Value]] = [
+            [.int(501), .int(10), jan2, .int(2), .int(-10), .int(0), .null, .null, .null, .null, .null, .null],
+            [.int(501), .int(10), jan2, .int(3), .int(7), .int(9), .int(4), .int(99), .int(12), .int(5), .int(5), .int(20)],
+        ]
+        let all = F.batch(Self.userprogramFields, kept + replaced)
+        let shape = try stage.shape(of: all.schema)
+        var totals = MetricRollup.Accumulators(metricCount: 4, levelCount: 4)
+        try stage.accumulate(all, shape: shape, into: &totals, sign: 1)
+        try stage.accumulate(F.batch(Self.userprogramFields, replaced), shape: shape, into: &totals, sign: -1)
+        XCTAssertTrue(totals.addsUp)
+        let adjusted = try stage.output(totals, shape: shape)
+        let direct = try stage.rollupWithTotals(F.batch(Self.userprogramFields, kept))
+        XCTAssertEqual((0..<adjusted.count).map(adjusted.row), (0..<direct.count).map(direct.row))
+
+        try stage.accumulate(F.batch(Self.userprogramFields, replaced + replaced), shape: shape, into: &totals, sign: -1)
+        XCTAssertFalse(totals.addsUp, "rows taken away that were never counted")
+    }
+
     func testAveragesRoundHalfAwayFromZero() throws {
         let yaml = """
             from: userprogram

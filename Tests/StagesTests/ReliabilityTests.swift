@@ -327,7 +327,7 @@ extension ReliabilityTests {
     }
 }
 
-/// Log lines of a run, as `message [stage=...][schedules=...]`.
+/// Log lines of a run, as `message [stage=...][schedules=...][from=...]`.
 final class CapturedLog: LogHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
@@ -346,7 +346,7 @@ final class CapturedLog: LogHandler, @unchecked Sendable {
 
     func log(event: LogEvent) {
         let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        let shown = ["stage", "schedules"]
+        let shown = ["stage", "schedules", "from"]
         let text = "\(event.message) " + all.filter { shown.contains($0.key) }.sorted { $0.key > $1.key }
             .map { "[\($0.key)=\($0.value)]" }.joined()
         lock.withLock {

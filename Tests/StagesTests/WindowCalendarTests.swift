@@ -69,4 +69,45 @@ final class WindowCalendarTests: XCTestCase {
         XCTAssertEqual(rebuilt.status, .succeeded, rebuilt.summaryTable)
         try Incremental.assertWarehousesEqual(incremental: warehouse, full: full)
     }
+
+    // MARK: - The rollup's stored totals
+
+    func testTheRollupAdjustsTheStoredTotalsOfTheChangedCellsByTheReplacedFactRows() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("totals_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let log = CapturedLog()
+        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertTrue(log.messages.contains("rolled up changed cells [stage=engagement_metric][from=stored totals adjusted by the replaced rows]"),
+                      "\(log.messages.filter { $0.contains("rolled up") })")
+        // Totals included: every column but the bookkeeping ones equals a full refresh's.
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
+    }
+
+    func testAMetricTableWrittenBeforeTotalsWereKeptGetsTheirColumnsAndItsChangedCellsRolledUpFromTheirRows() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("totals_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        try TestDatabase.connect(warehouse).execute("""
+            ALTER TABLE dw.engagement_metric DROP COLUMN _acc_rows, DROP COLUMN _acc_avg_lessons_n,
+              DROP COLUMN _acc_avg_lessons_sum, DROP COLUMN _acc_avg_minutes_n, DROP COLUMN _acc_avg_minutes_sum
+            """)
+        let log = CapturedLog()
+        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertTrue(report.refresh?.hasPrefix("incremental") == true, report.refresh ?? "nil")
+        XCTAssertTrue(log.messages.contains("rolled up changed cells [stage=engagement_metric][from=their rows read again]"),
+                      "\(log.messages.filter { $0.contains("rolled up") })")
+
+        let full = try await Incremental.fullWarehouse(source: source, asOf: "2020-10-15")
+        let visible = Dost.tables.first { $0.name == "engagement_metric" }!.columns
+        let select = "SELECT \(visible) FROM dw.engagement_metric"
+        XCTAssertEqual(Set(try TestDatabase.rows(TestDatabase.connect(warehouse), select)),
+                       Set(try TestDatabase.rows(TestDatabase.connect(full), select)))
+        let changedWithTotals = try TestDatabase.connect(warehouse).query("""
+            SELECT count(*) FROM dw.engagement_metric WHERE _run_id = $1 AND _acc_rows = users
+            """, [report.runID.uuidString.lowercased()]).int(0, 0) ?? 0
+        XCTAssertGreaterThan(changedWithTotals, 0, "the rows this run wrote carry their totals")
+    }
 }

@@ -11,11 +11,16 @@ public struct TableWriter: Sendable {
     public let table: String
     public let columns: [Field]
     public let key: [String]
+    /// Columns a table created by an earlier version may lack: they are
+    /// added (NULL in its rows) instead of failing the write, e.g. a stage's
+    /// bookkeeping columns.
+    public let addable: Set<String>
 
-    public init(table: String, columns: [Field], key: [String]) {
+    public init(table: String, columns: [Field], key: [String], addable: Set<String> = []) {
         self.table = table
         self.columns = columns
         self.key = key
+        self.addable = addable
     }
 
     public static let lineageColumns = ["_run_id", "_updated_at"]
@@ -194,10 +199,26 @@ public struct TableWriter: Sendable {
             if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
             try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
         }
+        var existing = try existingColumns(connection)
+        let present = Set(existing.rows.compactMap { $0[0] })
+        let missing = columns.filter { addable.contains($0.name) && !present.contains($0.name) }
+        if !missing.isEmpty {
+            try connection.schemaChange {
+                for field in missing {
+                    try connection.execute("ALTER TABLE \(quotedTable) ADD COLUMN IF NOT EXISTS \(SQL.ident(field.name)) \(field.type.sqlName)")
+                }
+            }
+            existing = try existingColumns(connection)
+        }
+        try check(existing)
+    }
+
+    /// Each column's name, type, whether it must be given a value, and whether the key has a unique index.
+    private func existingColumns(_ connection: PGConnection) throws -> PGResult {
         // The merge's ON CONFLICT, and the duplicate check of a first load, need
         // a unique index on exactly the key; asked in the same round trip.
         let keyNames = "ARRAY[\(key.map(SQL.literal).joined(separator: ", "))]::text[]"
-        let existing = try connection.query("""
+        return try connection.query("""
             SELECT a.attname, format_type(a.atttypid, a.atttypmod),
                    a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '',
                    EXISTS (SELECT 1 FROM pg_index i
@@ -208,6 +229,9 @@ public struct TableWriter: Sendable {
             FROM pg_attribute a
             WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quotedTable])
+    }
+
+    private func check(_ existing: PGResult) throws {
         let found = Dictionary(existing.rows.map { ($0[0] ?? "", $0[1] ?? "") }, uniquingKeysWith: { a, _ in a })
         var problems: [String] = []
         if existing.rows.first?[3] != "t" {
