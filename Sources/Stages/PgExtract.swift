@@ -162,12 +162,13 @@ public struct PgExtract: WatermarkSource {
                 try connection.transaction(PGConnection.watermarkTransaction) { try currentWatermark(connection) }
             }
         }
-        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, id: context.stageID, reading: reading)))
+        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, context: context, reading: reading)))
     }
 
     /// The rows the last committed run did not take into account; nil on a full refresh.
-    private func changes(since previous: RefreshState?, id: String, reading: (String) -> CopyRelation) throws -> (any Relation)? {
+    private func changes(since previous: RefreshState?, context: StageContext, reading: (String) -> CopyRelation) throws -> (any Relation)? {
         guard let previous else { return nil }
+        let id = context.stageID
         guard let tracking else {
             // Untracked extracts are compared whole before the run: reaching here means unchanged.
             return EmptyRelation(schema: fields)
@@ -179,8 +180,11 @@ public struct PgExtract: WatermarkSource {
         guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
             throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
         }
-        return reading(Self.changeQuery(columns: columnList, table: table!, key: SQL.ident(tracking.key), high: high,
-                                        lookback: tracking.lookback, snapshot: snapshot, predicate: predicate))
+        // A day's new rows: read now, while the stages before this one's
+        // consumers run, rather than when a consumer gets to them.
+        return ReadAhead(reading(Self.changeQuery(columns: columnList, table: table!, key: SQL.ident(tracking.key), high: high,
+                                                  lookback: tracking.lookback, snapshot: snapshot, predicate: predicate)),
+                         connections: context.connections, cancellation: context.cancellation)
     }
 
     /// The SELECT of an extract's changes. A row whose key is NULL is above

@@ -290,7 +290,7 @@ public struct WindowAggregate: Stage {
                                                                          lookups: lookups, context: context) {
                 if changed.keys.count <= groupCount / Self.changedShareForFullRecompute {
                     // Only the changed groups' anchor rows are needed, read by key.
-                    let anchorRows = try (anchor as! any KeyRestrictable).restricted(to: changed.scope(columns: groupBy))
+                    let anchorRows = try (anchor as! any KeyRestrictable).restrictedByFirstColumnToo(to: changed.scope(columns: groupBy))
                         .materialize(context.scan)
                     return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events,
                                                    schedules: "the last run's output", context: context))
