@@ -75,10 +75,24 @@ public struct LookupBuild: Stage {
             }
             context.metrics.exclude("null_table_key", count: unkeyed)
             if persistDefault, let row = lookup.defaultRow { all.append(row: row) }
-            _ = try persist.write(columns: all.schema, context: context, deleteMissing: true) { try $0(all) }
+            if context.isIncremental, Self.comparedWholeAndUnchanged(input) {
+                // The last run wrote these very rows, and the refresh decision
+                // found its table still the one it wrote.
+                try persist.writeUnchanged(rows: all.count, columns: all.schema, context: context)
+                context.logger.info("input unchanged since the last run; its table is not written again", metadata: ["table": .string(persist.table)])
+            } else {
+                _ = try persist.write(columns: all.schema, context: context, deleteMissing: true) { try $0(all) }
+            }
         }
         context.metrics.produced(rows: rows.count)
         return .lookup(lookup)
+    }
+
+    /// An input whose rows were compared whole with the last run's (an
+    /// untracked extract, by its digest) and found the same: an incremental
+    /// run has them with no changes.
+    static func comparedWholeAndUnchanged(_ input: any Relation) -> Bool {
+        (input as? any ChangeTrackedRelation)?.changes is EmptyRelation
     }
 
     public var tablesWritten: [String] { persist.map { [$0.table] } ?? [] }

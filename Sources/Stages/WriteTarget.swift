@@ -37,15 +37,32 @@ struct WriteTarget: Sendable {
                                           batches: batches) { connection, counts in
                 try context.recordWrite(connectionName: self.connection, connection, table: table, counts: counts)
             }
-            context.metrics.wrote(counts)
-            let parts = SQL.splitQualified(table)
-            context.metrics.used(DatasetUse(
-                direction: .output,
-                namespace: "postgres://\(connection.resolvedHost):\(connection.resolvedPort)",
-                name: "\(connection.resolvedDatabase).\(parts.schema ?? "public").\(parts.table)",
-                columns: Dictionary(uniqueKeysWithValues: columns.map { ($0.name, $0.type.description) })))
+            wrote(counts, columns: columns, connection: connection, context: context)
             return counts
         }
+    }
+
+    /// Records a write that would change nothing, without sending the rows:
+    /// the table holds the `rows` the last run wrote and this one would write
+    /// again. The run's refresh state and lineage are recorded as by `write`.
+    func writeUnchanged(rows: Int, columns: [Field], context: StageContext) throws {
+        let counts = WriteCounts(unchanged: rows)
+        try context.connections.with(connection) { connection in
+            try connection.transaction {
+                try context.recordWrite(connectionName: self.connection, connection, table: table, counts: counts)
+            }
+            wrote(counts, columns: columns, connection: connection, context: context)
+        }
+    }
+
+    private func wrote(_ counts: WriteCounts, columns: [Field], connection: PGConnection, context: StageContext) {
+        context.metrics.wrote(counts)
+        let parts = SQL.splitQualified(table)
+        context.metrics.used(DatasetUse(
+            direction: .output,
+            namespace: "postgres://\(connection.resolvedHost):\(connection.resolvedPort)",
+            name: "\(connection.resolvedDatabase).\(parts.schema ?? "public").\(parts.table)",
+            columns: Dictionary(uniqueKeysWithValues: columns.map { ($0.name, $0.type.description) })))
     }
 
     /// Reads the table back, for `--select` runs that restore instead of recomputing.

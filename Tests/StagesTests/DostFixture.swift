@@ -61,7 +61,7 @@ enum Dost {
 
     static func run(_ pipeline: PipelineDefinition, fullRefresh: Bool = false, selecting selectors: [String] = [],
                     observers: [any RunObserver] = [], log: LineageLog? = nil, capturing: CapturedLog? = nil) async throws -> RunReport {
-        var logger = capturing.map { captured in Logger(label: "test") { _ in captured } } ?? Logger(label: "test")
+        var logger = capturing.map { captured in Logger(label: "test") { _ in captured.handler() } } ?? Logger(label: "test")
         if capturing == nil { logger.logLevel = .error }
         let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, selectors: selectors, fullRefresh: fullRefresh,
                                                                                     logger: logger, observers: observers, lineageLog: log,

@@ -102,6 +102,7 @@ final class LineageTests: XCTestCase {
         recorder.stageStarted(info, stage: stage, attempt: 1)
         recorder.stageRetrying(info, stage: stage, attempt: 1, error: PGError(kind: .server, sqlState: "40001", message: "could not serialize access"), delay: 1.5)
         recorder.stageStarted(info, stage: stage, attempt: 2)
+        recorder.flush()
         let all = try events(log)
         XCTAssertEqual(all.map { $0["eventType"]?.string }, ["START", "RUNNING"])
         let retry = try XCTUnwrap(all[1]["run"]?["facets"]?["pipelinekit_retry"])

@@ -278,7 +278,7 @@ final class ReliabilityTests: XCTestCase {
         let holderPID = try holder.query("SELECT pg_backend_pid()").int(0, 0) ?? 0
         let pipeline = try eventsCopy(source: source, warehouse: warehouse, tracked: tracked)
         let log = CapturedLog()
-        var logger = Logger(label: "test") { _ in log }
+        var logger = Logger(label: "test") { _ in log.handler() }
         logger.logLevel = .warning
         let executor = try PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger, sleep: { _ in },
                                                                                     reportLockWaitsAfter: 0.3))
@@ -316,7 +316,7 @@ extension ReliabilityTests {
         try TestDatabase.connect(source).execute("CREATE TABLE events (id bigint PRIMARY KEY, v int); INSERT INTO events VALUES (1, 1)")
         let pipeline = try eventsCopy(source: source, warehouse: warehouse, tracked: true)
         let log = CapturedLog()
-        let logger = Logger(label: "test") { _ in log }
+        let logger = Logger(label: "test") { _ in log.handler() }
         for _ in 0..<2 {
             let report = try await PipelineExecutor(pipeline: pipeline, options: RunOptions(jobs: 2, logger: logger)).run()
             XCTAssertEqual(report.status, .succeeded, report.summaryTable)
@@ -327,31 +327,43 @@ extension ReliabilityTests {
     }
 }
 
-/// Log lines of a run, as `message [stage=...][schedules=...][from=...]`.
-final class CapturedLog: LogHandler, @unchecked Sendable {
+/// Log lines of a run, as `message [stage=...][schedules=...][from=...]`:
+/// `Logger(label:) { _ in log.handler() }`.
+final class CapturedLog: @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
     private var withoutRun: [String] = []
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
 
     var messages: [String] { lock.withLock { lines } }
     /// The messages of lines that carry no run id.
     var untagged: [String] { lock.withLock { withoutRun } }
 
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
+    /// A handler of its own per logger, as a logger's metadata is its handler's.
+    func handler() -> some LogHandler { Handler(log: self) }
 
-    func log(event: LogEvent) {
-        let all = metadata.merging(event.metadata ?? [:]) { $1 }
-        let shown = ["stage", "schedules", "from"]
-        let text = "\(event.message) " + all.filter { shown.contains($0.key) }.sorted { $0.key > $1.key }
-            .map { "[\($0.key)=\($0.value)]" }.joined()
+    fileprivate func record(_ text: String, message: String, tagged: Bool) {
         lock.withLock {
             lines.append(text)
-            if all["run"] == nil { withoutRun.append("\(event.message)") }
+            if !tagged { withoutRun.append(message) }
+        }
+    }
+
+    private struct Handler: LogHandler {
+        let log: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+
+        func log(event: LogEvent) {
+            let all = metadata.merging(event.metadata ?? [:]) { $1 }
+            let shown = ["stage", "schedules", "from"]
+            let text = "\(event.message) " + all.filter { shown.contains($0.key) }.sorted { $0.key > $1.key }
+                .map { "[\($0.key)=\($0.value)]" }.joined()
+            log.record(text, message: "\(event.message)", tagged: all["run"] != nil)
         }
     }
 }

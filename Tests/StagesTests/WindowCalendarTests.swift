@@ -110,4 +110,25 @@ final class WindowCalendarTests: XCTestCase {
             """, [report.runID.uuidString.lowercased()]).int(0, 0) ?? 0
         XCTAssertGreaterThan(changedWithTotals, 0, "the rows this run wrote carry their totals")
     }
+
+    // MARK: - Persisted lookups
+
+    func testAPersistedLookupOfUnchangedReferenceDataIsNotWrittenAgainButItsStateMovesOn() async throws {
+        let source = try Incremental.sharedSource()
+        let warehouse = try TestDatabase.createDatabase("lookups_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let log = CapturedLog()
+        let second = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
+        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
+        for stage in ["partnerorg", "programlist"] {
+            XCTAssertTrue(log.messages.contains("input unchanged since the last run; its table is not written again [stage=\(stage)]"),
+                          "\(log.messages.filter { $0.contains("unchanged") })")
+            XCTAssertEqual(second.stage(stage)?.written?.changed, 0, second.summaryTable)
+            XCTAssertGreaterThan(second.stage(stage)?.written?.unchanged ?? 0, 0, second.summaryTable)
+        }
+        // Every writer's state is at this run: the next run is incremental again.
+        let third = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-20")
+        XCTAssertTrue(third.refresh?.contains(String(second.runID.uuidString.lowercased().prefix(8))) == true, third.refresh ?? "nil")
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-20")
+    }
 }

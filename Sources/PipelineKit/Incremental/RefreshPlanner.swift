@@ -33,15 +33,22 @@ enum RefreshPlanner {
         let connections = ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
                                              definitions: pipeline.connections, cancellation: cancellation, pool: sessions,
                                              lockWaits: lockWaits)
-        let (current, unreadable, problems) = try watermarks(of: sources, connections: connections, logger: options.logger,
-                                                             cancellation: cancellation)
+        // The sources' watermarks and the warehouse's state are read at once.
+        let (read, stored) = concurrently({
+            Result { try watermarks(of: sources, connections: connections, logger: options.logger, cancellation: cancellation) }
+        }, {
+            Result {
+                try connections.with(warehouse) { connection in
+                    try RefreshStateStore.ensureSchema(connection)
+                    return try RefreshStateStore.load(connection, pipeline: pipeline.name)
+                }
+            }
+        })
+        let (current, unreadable, problems) = try read.get()
         let fingerprint = RefreshFingerprint(pipeline: pipeline)
         let states: [String: RefreshState]
         do {
-            states = try connections.with(warehouse) { connection in
-                try RefreshStateStore.ensureSchema(connection)
-                return try RefreshStateStore.load(connection, pipeline: pipeline.name)
-            }
+            states = try stored.get()
         } catch {
             // A full refresh is always correct; the writing stages meet the
             // same warehouse with their retries and report what is wrong.

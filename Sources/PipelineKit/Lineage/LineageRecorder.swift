@@ -4,6 +4,10 @@ import Logging
 /// Records a run's lineage: OpenLineage events in the hash-chained log, and
 /// runs and stage runs in the warehouse mirror. Failures to record are logged,
 /// never allowed to fail the data work.
+///
+/// A stage's events are recorded in order on a queue of their own, so that
+/// the run does not wait for a file lock or a round trip between its stages;
+/// the end of the run waits until all are recorded.
 public final class LineageRecorder: RunObserver, @unchecked Sendable {
     private let log: LineageLog?
     private let logger: Logger
@@ -12,6 +16,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     /// Where the mirror's session was opened, to open it again if the server ends it.
     private var mirrorTarget: (info: ConnInfo, applicationName: String)?
     private var stageRunIDs: [String: UUID] = [:]
+    private let queue = DispatchQueue(label: "pipelinekit.lineage")
 
     public init(log: LineageLog?, logger: Logger) {
         self.log = log
@@ -78,7 +83,17 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
         return [:]
     }
 
+    /// Recorded before any stage runs: their writes record themselves in the mirror it sets up.
     public func runStarted(_ run: RunInfo) {
+        queue.sync { recordStart(run) }
+    }
+
+    /// Waits until every event so far is recorded.
+    public func flush() {
+        queue.sync {}
+    }
+
+    private func recordStart(_ run: RunInfo) {
         emit(OpenLineage.event(type: "START", time: run.startedAt, runID: run.runID, job: run.pipeline.name,
                                runFacets: Self.runFacets(run)))
         guard let name = run.pipeline.warehouse, let definition = run.pipeline.connections[name] else { return }
@@ -114,16 +129,17 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
 
     public func stageStarted(_ run: RunInfo, stage: StageDefinition, attempt: Int) {
         guard attempt == 1 else { return }
-        emit(OpenLineage.event(type: "START", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
+        let event = OpenLineage.event(type: "START", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
             "parent": parent(run),
             "pipelinekit_stage": OpenLineage.facet("StageRunFacet", [
                 "type": .string(stage.type), "configSHA256": .string(stage.configFingerprint), "attempt": .int(attempt),
             ]),
-        ]))
+        ])
+        queue.async { self.emit(event) }
     }
 
     public func stageRetrying(_ run: RunInfo, stage: StageDefinition, attempt: Int, error: Error, delay: Double) {
-        emit(OpenLineage.event(type: "RUNNING", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
+        let event = OpenLineage.event(type: "RUNNING", runID: stageRunID(stage.id), job: "\(run.pipeline.name).\(stage.id)", runFacets: [
             "parent": parent(run),
             "pipelinekit_retry": OpenLineage.facet("RetryRunFacet", [
                 "failedAttempt": .int(attempt), "nextAttempt": .int(attempt + 1),
@@ -131,10 +147,16 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                 "sqlState": (error as? PGError)?.sqlState.map(JSON.string) ?? .null,
                 "delaySeconds": .double(delay),
             ]),
-        ]))
+        ])
+        queue.async { self.emit(event) }
     }
 
     public func stageFinished(_ run: RunInfo, report: StageReport) {
+        let time = Date()
+        queue.async { self.recordStageEnd(run, report: report, time: time) }
+    }
+
+    private func recordStageEnd(_ run: RunInfo, report: StageReport, time: Date) {
         let type: String = switch report.status {
         case .succeeded, .restored: "COMPLETE"
         case .failed: "FAIL"
@@ -157,7 +179,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                 "programmingLanguage": .string("Swift"),
             ])
         }
-        emit(OpenLineage.event(type: type, runID: stageRunID(report.id), job: "\(run.pipeline.name).\(report.id)",
+        emit(OpenLineage.event(type: type, time: time, runID: stageRunID(report.id), job: "\(run.pipeline.name).\(report.id)",
                                runFacets: facets,
                                inputs: report.datasets.filter { $0.direction == .input }.map { OpenLineage.dataset($0, report: report) },
                                outputs: report.datasets.filter { $0.direction == .output }.map { OpenLineage.dataset($0, report: report) }))
@@ -173,6 +195,11 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     }
 
     public func runFinished(_ run: RunInfo, report: RunReport) {
+        let time = Date()
+        queue.sync { recordEnd(run, report: report, time: time) }
+    }
+
+    private func recordEnd(_ run: RunInfo, report: RunReport, time: Date) {
         let type: String = switch report.status {
         case .succeeded: "COMPLETE"
         case .failed: "FAIL"
@@ -191,7 +218,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                 "programmingLanguage": .string("Swift"),
             ])
         }
-        emit(OpenLineage.event(type: type, runID: run.runID, job: run.pipeline.name, runFacets: facets))
+        emit(OpenLineage.event(type: type, time: time, runID: run.runID, job: run.pipeline.name, runFacets: facets))
         mirrorQuery("""
             UPDATE lineage.runs SET status = $2, finished_at = now(), rows_written = $3, error = $4, last_log_hash = $5
             WHERE run_id = $1
