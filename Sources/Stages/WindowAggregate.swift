@@ -334,8 +334,8 @@ public struct WindowAggregate: Stage {
         // Both read on the server while the changes arrive.
         let total = Prefetched.whole(table.counted(), context: context.scan)
         let reads = ChangedGroups.CalendarReads(
-            endingAfterPreviousAsOf: Prefetched.whole(table.filtered(WindowCalendar.endingAfter(previousAsOf, stage: self), columns: columns),
-                                                      context: context.scan),
+            closedSincePreviousAsOf: Prefetched.whole(table.filtered(WindowCalendar.closing(after: previousAsOf, by: asOf, stage: self),
+                                                                     columns: columns), context: context.scan),
             byKey: { scope in ChangedGroups.Inputs.narrowed(table.restricted(to: scope), to: columns.map(\.name)) })
         guard let changed = try ChangedGroups.find(stage: self, calendar: reads, lookupChanges: lookupChanges, anchor: byKey,
                                                    changes: changes, previousAsOf: previousAsOf, context: context) else {

@@ -108,9 +108,9 @@ struct ChangedGroups {
     }
 
     /// Where the calendar path reads the last run's schedules: the groups with
-    /// a window ending after its as_of, and any groups by key.
+    /// a window that closed since its as_of, and any groups by key.
     struct CalendarReads {
-        let endingAfterPreviousAsOf: any Relation
+        let closedSincePreviousAsOf: any Relation
         let byKey: (KeyScope) -> any Relation
     }
 
@@ -134,7 +134,7 @@ struct ChangedGroups {
         }
         let events = try eventDays(changes.events, stage: stage, context: context)
         guard var calendar = WindowCalendar(stage: stage),
-              try calendar.add(reads.endingAfterPreviousAsOf, context: context.scan) else { return nil }
+              try calendar.add(reads.closedSincePreviousAsOf, context: context.scan) else { return nil }
         // A late event can fall in a window that had closed before the last run.
         let late = Set(events.filter { $0.day < previousAsOf.pgDays && !calendar.contains($0.key) }.map(\.key))
         if !late.isEmpty {

@@ -24,10 +24,12 @@ extension GroupTable: GroupSchedule {}
 /// of their windows can change the output until an anchor or lookup row of
 /// theirs arrives, which makes them changed groups.
 ///
-/// Only two kinds of groups need their schedule: those with a window ending
-/// after the last run's as_of (it may have closed since, or hold a new
-/// event), and those with a new event dated before that as_of (a late one,
-/// which may fall in a window closed earlier). Both are read by the server.
+/// Only two kinds of groups need their schedule: those with a window that
+/// closed since the last run's as_of (a window that closed earlier can hold
+/// a new event only if it is dated before that as_of; one still open shows
+/// no measures), and those with a new event dated before that as_of (a late
+/// one, which may fall in a window closed earlier). Both are read by key or
+/// by date on the server: a few hundred rows a day.
 struct WindowCalendar: GroupSchedule {
     private(set) var keys: [GroupKey] = []
     private(set) var index = GroupIndex([])
@@ -65,10 +67,14 @@ struct WindowCalendar: GroupSchedule {
         stage.dates.first { if case .days(0) = $0.offset { true } else { false } }?.name
     }
 
-    /// SQL selecting the groups with a window ending after `day` (an open-ended window never ends).
-    static func endingAfter(_ day: CivilDate, stage: WindowAggregate) -> String {
+    /// SQL selecting the groups with a window ending after `previous` and no
+    /// later than `asOf` (an open-ended window never ends).
+    static func closing(after previous: CivilDate, by asOf: CivilDate, stage: WindowAggregate) -> String {
         let ends = Set(stage.windows.map(\.end)).sorted()
-        return "(" + ends.map { "whole.\(SQL.ident($0)) > '\(day)'::date" }.joined(separator: " OR ") + ")"
+        return "(" + ends.map { end in
+            let column = "whole.\(SQL.ident(end))"
+            return "(\(column) > '\(previous)'::date AND \(column) <= '\(asOf)'::date)"
+        }.joined(separator: " OR ") + ")"
     }
 
     init?(stage: WindowAggregate) {

@@ -54,6 +54,7 @@ public final class PipelineExecutor: Sendable {
     public let runID: UUID
     private let cancellation = Cancellation()
     private let observers: [any RunObserver]
+    private let lineage: LineageRecorder
 
     public init(pipeline: PipelineDefinition, options: RunOptions, runID: UUID = UUID()) throws {
         self.pipeline = pipeline
@@ -63,7 +64,8 @@ public final class PipelineExecutor: Sendable {
         self.options = options
         self.runID = runID
         plan = try ExecutionPlan(pipeline: pipeline, selectors: options.selectors)
-        observers = options.observers + [LineageRecorder(log: options.lineageLog, logger: options.logger)]
+        lineage = LineageRecorder(log: options.lineageLog, logger: options.logger)
+        observers = options.observers + [lineage]
     }
 
     /// Stops scheduling, interrupts running statements (their transactions
@@ -84,6 +86,7 @@ public final class PipelineExecutor: Sendable {
             return abortedBeforeStart(startedAt)
         }
         defer { lock?.release() }
+        lineage.prepare(pipeline)
         // Sessions handed from stage to stage within the run.
         let sessions = SessionPool()
         defer { sessions.close() }

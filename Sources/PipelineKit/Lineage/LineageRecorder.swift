@@ -83,6 +83,12 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
         return [:]
     }
 
+    /// Opens the mirror's session and makes sure of its tables while the run
+    /// does other things (its refresh decision); `runStarted` waits for it.
+    public func prepare(_ pipeline: PipelineDefinition) {
+        queue.async { self.prepared = self.openMirror(pipeline) }
+    }
+
     /// Recorded before any stage runs: their writes record themselves in the mirror it sets up.
     public func runStarted(_ run: RunInfo) {
         queue.sync { recordStart(run) }
@@ -93,14 +99,28 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
         queue.sync {}
     }
 
+    /// A session whose mirror tables exist, with how to open it again; nil
+    /// without a warehouse. Only on the queue.
+    private func openMirror(_ pipeline: PipelineDefinition) -> Result<(PGConnection, ConnInfo, String), Error>? {
+        guard let name = pipeline.warehouse, let definition = pipeline.connections[name] else { return nil }
+        return Result {
+            let applicationName = ConnectionProvider.applicationName("runner/\(pipeline.name)/lineage")
+            let connection = try PGConnection(definition.info, applicationName: applicationName)
+            try LineageMirror.ensureSchema(connection)
+            return (connection, definition.info, applicationName)
+        }
+    }
+
+    /// Set by `prepare`; only on the queue.
+    private var prepared: Result<(PGConnection, ConnInfo, String), Error>?
+
     private func recordStart(_ run: RunInfo) {
         emit(OpenLineage.event(type: "START", time: run.startedAt, runID: run.runID, job: run.pipeline.name,
                                runFacets: Self.runFacets(run)))
-        guard let name = run.pipeline.warehouse, let definition = run.pipeline.connections[name] else { return }
+        guard let opened = prepared ?? openMirror(run.pipeline) else { return }
+        prepared = nil
         do {
-            let applicationName = ConnectionProvider.applicationName("runner/\(run.pipeline.name)/lineage")
-            let connection = try PGConnection(definition.info, applicationName: applicationName)
-            try LineageMirror.ensureSchema(connection)
+            let (connection, info, applicationName) = try opened.get()
             let variables = try JSON.object(run.pipeline.variables.mapValues { .string($0.text) }).line()
             let configs = try JSON.object(Dictionary(uniqueKeysWithValues: run.pipeline.stages.map { ($0.id, JSON.string($0.configFingerprint)) })).line()
             let refresh = try run.refresh.map { try $0.json.line() }
@@ -113,7 +133,7 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
                       PipelineKitInfo.version, log?.path, refresh])
             lock.withLock {
                 mirror = connection
-                mirrorTarget = (definition.info, applicationName)
+                mirrorTarget = (info, applicationName)
             }
         } catch {
             logger.error("could not record the run in the lineage mirror", metadata: ["error": .string("\(error)")])
