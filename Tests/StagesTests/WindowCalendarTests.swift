@@ -8,14 +8,24 @@ import XCTest
 /// table holds, not by reading every anchor row again; and it still equals a
 /// full refresh, also where only an anchor or lookup row can tell.
 final class WindowCalendarTests: XCTestCase {
+    /// A full refresh of `source` into a new warehouse as of 2020-10-01, `between`, then a run as
+    /// of `asOf` that must succeed incrementally, with its log.
+    private func refreshIncrementally(_ source: String, asOf: String, between: (String) throws -> Void = { _ in },
+                                      file: StaticString = #filePath, line: UInt = #line) async throws
+        -> (warehouse: String, report: RunReport, log: CapturedLog) {
+        let warehouse = try TestDatabase.createDatabase("calendar_dw")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01", file: file, line: line)
+        try between(warehouse)
+        let log = CapturedLog()
+        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: asOf), capturing: log)
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable, file: file, line: line)
+        XCTAssertTrue(report.refresh?.hasPrefix("incremental") == true, report.refresh ?? "nil", file: file, line: line)
+        return (warehouse, report, log)
+    }
+
     func testAnIncrementalRunTakesTheSchedulesFromTheLastRunsOutputInsteadOfReadingEveryAnchor() async throws {
         let source = try Incremental.sharedSource()
-        let warehouse = try TestDatabase.createDatabase("calendar_dw")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
-
-        let log = CapturedLog()
-        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
-        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let (warehouse, _, log) = try await refreshIncrementally(source, asOf: "2020-10-15")
         XCTAssertTrue(log.messages.contains("recomputing changed groups [stage=userprogram][schedules=the last run's output]"),
                       "\(log.messages.filter { $0.contains("recomputing") })")
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
@@ -31,15 +41,11 @@ final class WindowCalendarTests: XCTestCase {
             GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1
             """).int(0, 0))
         try connection.execute("CREATE TABLE held_user AS SELECT * FROM users WHERE id = \(user); DELETE FROM users WHERE id = \(user)")
-        let warehouse = try TestDatabase.createDatabase("calendar_dw")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
         let facts = "SELECT count(*) FROM dw.userprogram_fact WHERE user_id = \(user)"
-        XCTAssertEqual(try TestDatabase.connect(warehouse).query(facts).int(0, 0), 0, "no row while the user is missing")
-
-        try connection.execute("INSERT INTO users SELECT * FROM held_user")
-        let log = CapturedLog()
-        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-02"), capturing: log)
-        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let (warehouse, report, log) = try await refreshIncrementally(source, asOf: "2020-10-02") { warehouse in
+            XCTAssertEqual(try TestDatabase.connect(warehouse).query(facts).int(0, 0), 0, "no row while the user is missing")
+            try connection.execute("INSERT INTO users SELECT * FROM held_user")
+        }
         XCTAssertTrue(log.messages.contains("recomputing changed groups [stage=userprogram][schedules=the last run's output]"),
                       "\(log.messages.filter { $0.contains("recomputing") })")
         XCTAssertGreaterThan(try TestDatabase.connect(warehouse).query(facts).int(0, 0) ?? 0, 0, report.summaryTable)
@@ -74,11 +80,7 @@ final class WindowCalendarTests: XCTestCase {
 
     func testTheRollupAdjustsTheStoredTotalsOfTheChangedCellsByTheReplacedFactRows() async throws {
         let source = try Incremental.sharedSource()
-        let warehouse = try TestDatabase.createDatabase("totals_dw")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        let log = CapturedLog()
-        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
-        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        let (warehouse, _, log) = try await refreshIncrementally(source, asOf: "2020-10-15")
         XCTAssertTrue(log.messages.contains("rolled up changed cells [stage=engagement_metric][from=stored totals adjusted by the replaced rows]"),
                       "\(log.messages.filter { $0.contains("rolled up") })")
         // Totals included: every column but the bookkeeping ones equals a full refresh's.
@@ -87,16 +89,12 @@ final class WindowCalendarTests: XCTestCase {
 
     func testAMetricTableWrittenBeforeTotalsWereKeptGetsTheirColumnsAndItsChangedCellsRolledUpFromTheirRows() async throws {
         let source = try Incremental.sharedSource()
-        let warehouse = try TestDatabase.createDatabase("totals_dw")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        try TestDatabase.connect(warehouse).execute("""
-            ALTER TABLE dw.engagement_metric DROP COLUMN _acc_rows, DROP COLUMN _acc_avg_lessons_n,
-              DROP COLUMN _acc_avg_lessons_sum, DROP COLUMN _acc_avg_minutes_n, DROP COLUMN _acc_avg_minutes_sum
-            """)
-        let log = CapturedLog()
-        let report = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
-        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
-        XCTAssertTrue(report.refresh?.hasPrefix("incremental") == true, report.refresh ?? "nil")
+        let (warehouse, report, log) = try await refreshIncrementally(source, asOf: "2020-10-15") { warehouse in
+            try TestDatabase.connect(warehouse).execute("""
+                ALTER TABLE dw.engagement_metric DROP COLUMN _acc_rows, DROP COLUMN _acc_avg_lessons_n,
+                  DROP COLUMN _acc_avg_lessons_sum, DROP COLUMN _acc_avg_minutes_n, DROP COLUMN _acc_avg_minutes_sum
+                """)
+        }
         XCTAssertTrue(log.messages.contains("rolled up changed cells [stage=engagement_metric][from=their rows read again]"),
                       "\(log.messages.filter { $0.contains("rolled up") })")
 
@@ -115,11 +113,7 @@ final class WindowCalendarTests: XCTestCase {
 
     func testAPersistedLookupOfUnchangedReferenceDataIsNotWrittenAgainButItsStateMovesOn() async throws {
         let source = try Incremental.sharedSource()
-        let warehouse = try TestDatabase.createDatabase("lookups_dw")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
-        let log = CapturedLog()
-        let second = try await Dost.run(try Dost.loadPipeline(source: source, warehouse: warehouse, asOf: "2020-10-15"), capturing: log)
-        XCTAssertEqual(second.status, .succeeded, second.summaryTable)
+        let (warehouse, second, log) = try await refreshIncrementally(source, asOf: "2020-10-15")
         for stage in ["partnerorg", "programlist"] {
             XCTAssertTrue(log.messages.contains("input unchanged since the last run; its table is not written again [stage=\(stage)]"),
                           "\(log.messages.filter { $0.contains("unchanged") })")

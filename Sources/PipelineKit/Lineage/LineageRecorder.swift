@@ -17,6 +17,8 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
     private var mirrorTarget: (info: ConnInfo, applicationName: String)?
     private var stageRunIDs: [String: UUID] = [:]
     private let queue = DispatchQueue(label: "pipelinekit.lineage")
+    /// The mirror's session as `prepare` opened it; only used on the queue.
+    private var prepared: Result<(PGConnection, ConnInfo, String), Error>?
 
     public init(log: LineageLog?, logger: Logger) {
         self.log = log
@@ -110,9 +112,6 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
             return (connection, definition.info, applicationName)
         }
     }
-
-    /// Set by `prepare`; only on the queue.
-    private var prepared: Result<(PGConnection, ConnInfo, String), Error>?
 
     private func recordStart(_ run: RunInfo) {
         emit(OpenLineage.event(type: "START", time: run.startedAt, runID: run.runID, job: run.pipeline.name,
