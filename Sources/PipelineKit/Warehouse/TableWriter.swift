@@ -195,11 +195,15 @@ public struct TableWriter: Sendable {
         let schema = SQL.splitQualified(table).schema
         let definitions = columns.map { "\(SQL.ident($0.name)) \($0.type.sqlName)" }
             + ["_run_id uuid NOT NULL", "_updated_at timestamptz NOT NULL", "PRIMARY KEY (\(keyList))"]
-        try connection.schemaChange {
-            if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
-            try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
-        }
         var existing = try existingColumns(connection)
+        // A table that exists needs no DDL, which would take a lock and a transaction of its own.
+        if existing.rowCount == 0 {
+            try connection.schemaChange {
+                if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
+                try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
+            }
+            existing = try existingColumns(connection)
+        }
         let present = Set(existing.rows.compactMap { $0[0] })
         let missing = columns.filter { addable.contains($0.name) && !present.contains($0.name) }
         if !missing.isEmpty {
@@ -213,7 +217,8 @@ public struct TableWriter: Sendable {
         try check(existing)
     }
 
-    /// Each column's name, type, whether it must be given a value, and whether the key has a unique index.
+    /// Each column's name, type, whether it must be given a value, and whether
+    /// the key has a unique index; no rows when the table does not exist.
     private func existingColumns(_ connection: PGConnection) throws -> PGResult {
         // The merge's ON CONFLICT, and the duplicate check of a first load, need
         // a unique index on exactly the key; asked in the same round trip.
@@ -227,7 +232,7 @@ public struct TableWriter: Sendable {
                            WHERE i.indrelid = a.attrelid AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
                              AND keyed.names @> \(keyNames) AND keyed.names <@ \(keyNames))
             FROM pg_attribute a
-            WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+            WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """, [quotedTable])
     }
 
