@@ -62,11 +62,15 @@ public struct FactUpsert: PersistingStage {
         }
         // An incremental input replaces only its groups. The rows it replaces
         // are read first, so that what aggregates the table knows what moved.
+        // Not in a retry: an earlier attempt may have committed before its
+        // acknowledgement was lost, and the rows read would be its own. What
+        // aggregates the table then reads it whole.
         let after = try partial.materialize(context.scan)
-        let before = partial.scope.count == 0 ? Batch(schema: fields)
+        let before = context.attempt > 1 ? nil : partial.scope.count == 0 ? Batch(schema: fields)
             : try target.read(columns: fields).restricted(to: partial.scope).materialize(context.scan)
         _ = try target.write(columns: fields, context: context, deleteMissing: true, scope: partial.scope.batch) { try $0(after) }
         context.metrics.produced(rows: after.count)
+        guard let before else { return .table(name: target.table, relation: target.read(columns: fields)) }
         return .table(name: target.table, relation: ReplacedRows(table: target.read(columns: fields), before: before, after: after))
     }
 

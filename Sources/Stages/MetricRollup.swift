@@ -226,7 +226,10 @@ public struct MetricRollup: Stage {
         let ordered = cells.sorted { $0.lexicographicallyPrecedes($1, by: Value.sortsBefore) }
         let output: Batch
         let how: String
-        if let adjusted = try adjustStored(ordered, replaced, context) {
+        // A retry re-reads: an earlier attempt may have committed the adjusted
+        // totals before its acknowledgement was lost, and adjusting them again
+        // would count the replaced rows twice.
+        if context.attempt == 1, let adjusted = try adjustStored(ordered, replaced, context) {
             output = adjusted
             how = "stored totals adjusted by the replaced rows"
         } else {
