@@ -101,8 +101,11 @@ public final class PipelineExecutor: Sendable {
                 try RefreshPlanner.plan(pipeline: pipeline, plan: plan, options: options, cancellation: cancellation,
                                         sessions: sessions, lockWaits: lockWaits)
             }
-        } catch where cancellation.isCancelled {
-            return abortedBeforeStart(startedAt)
+        } catch {
+            // No run to record: the mirror's session is closed now, not when the executor goes.
+            lineage.discardPrepared()
+            if cancellation.isCancelled { return abortedBeforeStart(startedAt) }
+            throw error
         }
         let refreshSummary = refresh?.summary ?? "full refresh: " + (RefreshPlanner.alwaysFull(pipeline) ?? "")
         options.logger.info("\(refreshSummary)")

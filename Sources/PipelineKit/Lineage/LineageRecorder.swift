@@ -91,6 +91,11 @@ public final class LineageRecorder: RunObserver, @unchecked Sendable {
         queue.async { self.prepared = self.openMirror(pipeline) }
     }
 
+    /// Closes what `prepare` opened, for a run that ends before it starts.
+    public func discardPrepared() {
+        queue.sync { prepared = nil }
+    }
+
     /// Recorded before any stage runs: their writes record themselves in the mirror it sets up.
     public func runStarted(_ run: RunInfo) {
         queue.sync { recordStart(run) }
