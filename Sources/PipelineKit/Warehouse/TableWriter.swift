@@ -195,15 +195,15 @@ public struct TableWriter: Sendable {
         let schema = SQL.splitQualified(table).schema
         let definitions = columns.map { "\(SQL.ident($0.name)) \($0.type.sqlName)" }
             + ["_run_id uuid NOT NULL", "_updated_at timestamptz NOT NULL", "PRIMARY KEY (\(keyList))"]
-        var existing = try existingColumns(connection)
-        // A table that exists needs no DDL, which would take a lock and a transaction of its own.
-        if existing.rowCount == 0 {
-            try connection.schemaChange {
-                if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
-                try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
-            }
-            existing = try existingColumns(connection)
+        // The DDL comes first, under its lock: a catalog lookup of a missing
+        // schema or table before it would leave this session a cached "does
+        // not exist" that CREATE ... IF NOT EXISTS trusts even after another
+        // writer created it while this one waited for the lock.
+        try connection.schemaChange {
+            if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
+            try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
         }
+        var existing = try existingColumns(connection)
         let present = Set(existing.rows.compactMap { $0[0] })
         let missing = columns.filter { addable.contains($0.name) && !present.contains($0.name) }
         if !missing.isEmpty {
