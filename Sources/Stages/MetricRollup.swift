@@ -194,6 +194,9 @@ public struct MetricRollup: Stage {
     }
 
     static let accumulatorPrefix = "_acc_"
+    static let rowsTotal = accumulatorPrefix + "rows"
+    static func countTotal(of metric: String) -> String { "\(accumulatorPrefix)\(metric)_n" }
+    static func sumTotal(of metric: String) -> String { "\(accumulatorPrefix)\(metric)_sum" }
 
     private var unpivoted: [(name: String?, fields: [String: String])] {
         groups.isEmpty ? [(nil, [:])] : groups.map { ($0.name, $0.fields) }
@@ -277,16 +280,16 @@ public struct MetricRollup: Stage {
         } catch let error as PGError where error.sqlState == "42703" {
             return nil  // an accumulator column the table does not have yet; the write adds it
         }
-        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+        var accumulators = emptyAccumulators
         let keyWidth = dimensions.count + (unpivotColumn == nil ? 0 : 1)
-        let rowsColumn = stored.columns[try stored.require("_acc_rows", in: "\(target.table)")]
+        let rowsColumn = stored.columns[try stored.require(Self.rowsTotal, in: target.table)]
         let levelColumns = try (levels?.thresholds ?? []).map { stored.columns[try stored.require($0.name, in: target.table)] }
         let metricColumns = try metrics.map { name, metric -> (n: Column?, sum: Column?) in
             switch metric {
             case .count: (nil, nil)
             case .countNotNull: (stored.columns[try stored.require(name, in: target.table)], nil)
-            case .avg: (stored.columns[try stored.require("_acc_\(name)_n", in: target.table)],
-                        stored.columns[try stored.require("_acc_\(name)_sum", in: target.table)])
+            case .avg: (stored.columns[try stored.require(Self.countTotal(of: name), in: target.table)],
+                        stored.columns[try stored.require(Self.sumTotal(of: name), in: target.table)])
             }
         }
         for row in 0..<stored.count {
@@ -384,16 +387,22 @@ public struct MetricRollup: Stage {
 
     /// The rollup itself, without writing: one row per dimension group (and unpivot name).
     func rollup(_ input: Batch) throws -> Batch {
-        try rollupWithTotals(input).projected(to: try shape(of: input.schema).fields)
+        let shape = try shape(of: input.schema)
+        return try rolledUp(input, shape: shape).projected(to: shape.fields)
     }
 
     /// The rollup as written: each row followed by the exact totals it was worked out from.
     func rollupWithTotals(_ input: Batch) throws -> Batch {
-        let shape = try shape(of: input.schema)
-        var accumulators = Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0)
+        try rolledUp(input, shape: try shape(of: input.schema))
+    }
+
+    private func rolledUp(_ input: Batch, shape: Shape) throws -> Batch {
+        var accumulators = emptyAccumulators
         try accumulate(input, shape: shape, into: &accumulators, sign: 1)
         return try output(accumulators, shape: shape)
     }
+
+    var emptyAccumulators: Accumulators { Accumulators(metricCount: metrics.count, levelCount: levels?.thresholds.count ?? 0) }
 
     func shape(of input: [Field]) throws -> Shape {
         let what = "input '\(from)'"
@@ -425,7 +434,7 @@ public struct MetricRollup: Stage {
             return found!
         }
         var avgScales: [Int: (inScale: Int, outScale: Int)] = [:]
-        var accumulatorFields = [Field("\(Self.accumulatorPrefix)rows", .bigint)]
+        var accumulatorFields = [Field(Self.rowsTotal, .bigint)]
         for (index, (name, metric)) in metrics.enumerated() {
             switch metric {
             case .count, .countNotNull: outputFields.append(Field(name, .int))
@@ -433,8 +442,8 @@ public struct MetricRollup: Stage {
                 let inScale = try exactType(averaged, for: "metric '\(name)': avg").scale
                 avgScales[index] = (inScale, scale)
                 outputFields.append(Field(name, .numeric(precision: 12, scale: scale)))
-                accumulatorFields += [Field("\(Self.accumulatorPrefix)\(name)_n", .bigint),
-                                      Field("\(Self.accumulatorPrefix)\(name)_sum", .numeric(precision: 18, scale: inScale))]
+                accumulatorFields += [Field(Self.countTotal(of: name), .bigint),
+                                      Field(Self.sumTotal(of: name), .numeric(precision: 18, scale: inScale))]
             }
         }
         if let levels {

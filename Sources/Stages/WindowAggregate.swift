@@ -258,6 +258,16 @@ public struct WindowAggregate: Stage {
         return fields
     }
 
+    /// Every lookup the stage asks, by input, with the anchor columns it is
+    /// asked by: attributes' and count_lookup measures'.
+    var lookupUses: [(input: String, key: [String])] {
+        attributes.compactMap { attribute in
+            if case let .lookup(input, key, _, _) = attribute.source { (input, key) } else { nil }
+        } + measures.compactMap { measure in
+            if case let .countLookup(input, key, _) = measure.kind { (input, key) } else { nil }
+        }
+    }
+
     public func outputColumns(inputs: [String: [Field]]) throws -> [Field]? {
         var lookups: [String: [Field]] = [:]
         for attribute in attributes {
@@ -277,8 +287,7 @@ public struct WindowAggregate: Stage {
 
     public func run(_ context: StageContext) throws -> StageOutput {
         var lookups: [String: Lookup] = [:]
-        for attribute in attributes { if case .lookup(let input, _, _, _) = attribute.source { lookups[input] = try context.lookup(input) } }
-        for measure in measures { if case .countLookup(let input, _, _) = measure.kind { lookups[input] = try context.lookup(input) } }
+        for (input, _) in lookupUses { lookups[input] = try context.lookup(input) }
         let anchor = try context.completeRelation(anchorFrom)
         let events = try context.completeRelation(eventsFrom)
         let changes = context.refresh?.previous.flatMap { previous in

@@ -61,8 +61,9 @@ struct ChangedGroups {
         /// unable to see it. A day's changes are a few batches; after a long
         /// pause they are as many as the rows that came, and rows whose
         /// tracking key is NULL are among them every time (see README).
-        static func prefetch(_ changes: any Relation, context: ScanContext) -> Prefetched {
-            Prefetched.whole(changes, context: context)
+        static func prefetch(_ changes: any Relation, context: ScanContext) -> any Relation {
+            // An extract's changes are read ahead already (ReadAhead), and can be scanned as they are.
+            changes is ReadAhead ? changes : Prefetched.whole(changes, context: context)
         }
     }
 
@@ -86,16 +87,8 @@ struct ChangedGroups {
     }
 
     private mutating func addLookupChanges(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup]) throws {
-        var uses: [(lookup: Lookup, key: [Int])] = []
-        for attribute in stage.attributes {
-            if case let .lookup(input, key, _, _) = attribute.source {
-                uses.append((lookups[input]!, try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }))
-            }
-        }
-        for measure in stage.measures {
-            if case let .countLookup(input, key, _) = measure.kind {
-                uses.append((lookups[input]!, try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") }))
-            }
+        let uses = try stage.lookupUses.map { input, key in
+            (lookup: lookups[input]!, key: try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") })
         }
         let changing = uses.filter { !($0.lookup.changedKeys?.isEmpty ?? false) }
         guard !changing.isEmpty else { return }
@@ -156,15 +149,9 @@ struct ChangedGroups {
         let values: Set<Int64>
 
         static func of(stage: WindowAggregate, lookups: [String: Lookup]) -> [GroupColumnChanges]? {
-            var uses: [(lookup: Lookup, key: [String])] = []
-            for attribute in stage.attributes {
-                if case let .lookup(input, key, _, _) = attribute.source { uses.append((lookups[input]!, key)) }
-            }
-            for measure in stage.measures {
-                if case let .countLookup(input, key, _) = measure.kind { uses.append((lookups[input]!, key)) }
-            }
             var changes: [GroupColumnChanges] = []
-            for (lookup, key) in uses {
+            for (input, key) in stage.lookupUses {
+                let lookup = lookups[input]!
                 guard let changedKeys = lookup.changedKeys else { return nil }
                 guard !changedKeys.isEmpty else { continue }
                 guard key.count == 1, stage.groupBy.contains(key[0]), lookup.normalization.steps.isEmpty else { return nil }
