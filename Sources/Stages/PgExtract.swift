@@ -177,30 +177,40 @@ public struct PgExtract: WatermarkSource {
             throw StageFailure.config("no watermark for this extract in the last run's state; run with --full-refresh")
         }
         guard let high else { return reading(selectSQL) }
-        guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
-            throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
+        let key = SQL.ident(tracking.key)
+        let late: String
+        if let gaps = previous.gaps[id] {
+            // Only a key missing when the last run read could belong to a row committed since.
+            late = gaps.condition(on: key) ?? ""
+        } else {
+            guard !snapshot.isEmpty, snapshot.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ":" || $0 == ",") }) else {
+                throw StageFailure.config("the stored snapshot '\(snapshot)' is not a pg_snapshot; run with --full-refresh")
+            }
+            late = Self.lateCondition(key: key, high: high, lookback: tracking.lookback, snapshot: snapshot)
         }
         // A day's new rows: read now, while the stages before this one's
         // consumers run, rather than when a consumer gets to them.
-        return ReadAhead(reading(Self.changeQuery(columns: columnList, table: table!, key: SQL.ident(tracking.key), high: high,
-                                                  lookback: tracking.lookback, snapshot: snapshot, predicate: predicate)),
+        return ReadAhead(reading(Self.changeQuery(columns: columnList, table: table!, key: key, high: high, late: late,
+                                                  predicate: predicate)),
                          connections: context.connections, cancellation: context.cancellation)
     }
 
-    /// The SELECT of an extract's changes. A row whose key is NULL is above
-    /// no watermark: every run reads it again, in an index scan of its own
-    /// (`OR key IS NULL` would turn the key range into a bitmap scan).
-    static func changeQuery(columns: String, table: String, key: String, high: Int64, lookback: Int64, snapshot: String,
-                            predicate: String?) -> String {
+    /// The SELECT of an extract's changes: rows above `high`, rows matching
+    /// `late` (rows below it the last run could not see), and rows whose key
+    /// is NULL, which are above no watermark: every run reads them again.
+    /// Each in an index scan of its own (an OR would turn the key range into
+    /// a bitmap scan).
+    static func changeQuery(columns: String, table: String, key: String, high: Int64, late: String, predicate: String?) -> String {
         let select = "SELECT \(columns) FROM \(SQL.qualified(table)) WHERE "
         let filter = predicate.map { " AND (\($0))" } ?? ""
-        let condition = changeCondition(key: key, high: high, lookback: lookback, snapshot: snapshot)
-        return select + "(\(condition))" + filter + " UNION ALL " + select + "\(key) IS NULL" + filter
+        return ["\(key) > \(high)", late, "\(key) IS NULL"].filter { !$0.isEmpty }
+            .map { select + $0 + filter }.joined(separator: " UNION ALL ")
     }
 
-    /// The rows above `high`, and those up to `lookback` keys below it that
-    /// were inserted by a transaction not older than `snapshot`'s oldest.
-    static func changeCondition(key: String, high: Int64, lookback: Int64, snapshot: String) -> String {
+    /// The rows up to `lookback` keys below `high` that were inserted by a
+    /// transaction not older than `snapshot`'s oldest: the look-back when the
+    /// last run kept no key gaps (see `KeyGaps`).
+    static func lateCondition(key: String, high: Int64, lookback: Int64, snapshot: String) -> String {
         // A row below the watermark may have been invisible to the last run
         // because its transaction was still open. Its creating transaction
         // (xmin) is then at or above the oldest one still running when the
@@ -213,11 +223,9 @@ public struct PgExtract: WatermarkSource {
         // cheaper than widening every xmin through text. A row billions of
         // transactions old can look young again; it is then merely read again.
         let oldestOpen = "(pg_snapshot_xmin('\(snapshot)'::pg_snapshot)::text::bigint % 4294967296)::text::xid"
-        let late = "age(xmin) <= age(\(oldestOpen))"
-        // One index range over the look-back and everything above it; keys
-        // near the bottom of bigint have no look-back range below them.
+        // Keys near the bottom of bigint have no look-back range below them.
         let (low, below) = high.subtractingReportingOverflow(lookback)
-        return (below ? "" : "\(key) > \(low) AND ") + "(\(key) > \(high) OR \(late))"
+        return (below ? "" : "\(key) > \(low) AND ") + "\(key) <= \(high) AND age(xmin) <= age(\(oldestOpen))"
     }
 
     /// As declared: the run checks them against the source.
@@ -261,6 +269,65 @@ public struct PgExtract: WatermarkSource {
             """, [SQL.qualified(table!), tracking.key])
         guard sequence.rowCount == 1, let last = sequence.string(0, 0).flatMap(Int64.init), high > last else { return nil }
         return "its highest \(tracking.key), \(high), is above what its sequence \(sequence.string(0, 1) ?? "") has handed out (\(last)), so rows it hands out next would fall below the watermark and not be read incrementally; renumber or delete the rows above it, or track another key"
+    }
+
+    /// The keys of the look-back below the watermark that no row has: those
+    /// the last run's gaps still lack, and those missing above its watermark
+    /// (all of the look-back on a full refresh). Rows of every kind count,
+    /// also those `where` leaves out: a gap is a key no row has.
+    public func keyGaps(below watermark: Watermark, previous: (watermark: Watermark, gaps: KeyGaps)?,
+                        _ connection: PGConnection) throws -> KeyGaps? {
+        guard let tracking, case let .tracked(_, high, _) = watermark else { return nil }
+        guard let high else { return KeyGaps() }
+        let key = SQL.ident(tracking.key)
+        let table = SQL.qualified(self.table!)
+        let (low, below) = high.subtractingReportingOverflow(tracking.lookback)
+        let floor = below ? Int64.min : low
+        var gaps = KeyGaps()
+        var searchedFrom = floor
+        if let previous, case let .tracked(previousKey, previousHigh?, _) = previous.watermark,
+           previousKey == tracking.key, previousHigh <= high {
+            let kept = floor < previousHigh ? previous.gaps.clamped(to: (floor + 1)...previousHigh) : KeyGaps()
+            if let inGaps = kept.condition(on: key) {
+                let found = try connection.query("SELECT DISTINCT \(key)::bigint FROM \(table) WHERE \(inGaps) LIMIT \(KeyGaps.limit + 1)")
+                // Gaps filled in such numbers are better re-checked by transaction id.
+                if found.rowCount > KeyGaps.limit { return nil }
+                gaps = kept.removing(found.rows.compactMap { $0[0].flatMap(Int64.init) })
+            }
+            searchedFrom = max(previousHigh, floor)
+        }
+        if searchedFrom < high, try !isDense(table: table, key: key, above: searchedFrom, upTo: high, connection) {
+            // Between consecutive keys: their row order makes this one pass over the key's index.
+            let missing = try connection.query("""
+                SELECT lo::text, hi::text FROM (
+                    SELECT lag(\(key)::bigint, 1, \(searchedFrom)::bigint) OVER (ORDER BY \(key)) + 1 AS lo, \(key)::bigint - 1 AS hi
+                    FROM \(table) WHERE \(key) > \(searchedFrom) AND \(key) <= \(high)) AS steps
+                WHERE lo <= hi LIMIT \(KeyGaps.limit + 1)
+                """)
+            if missing.rowCount > KeyGaps.limit { return nil }
+            let ranges = missing.rows.compactMap { row -> ClosedRange<Int64>? in
+                guard let lo = row[0].flatMap(Int64.init), let hi = row[1].flatMap(Int64.init) else { return nil }
+                return lo...hi
+            }
+            gaps = KeyGaps(gaps.ranges + ranges)
+        }
+        return gaps.ranges.count > KeyGaps.limit ? nil : gaps
+    }
+
+    /// Whether every key in `(low, high]` has a row, as is usual for a day of
+    /// keys from a sequence: counting them is a third of the work of finding
+    /// where keys are missing. Only a unique key can be counted so.
+    private func isDense(table: String, key: String, above low: Int64, upTo high: Int64, _ connection: PGConnection) throws -> Bool {
+        let (width, overflow) = high.subtractingReportingOverflow(low)
+        guard !overflow else { return false }
+        let result = try connection.query("""
+            SELECT count(*) = \(width), EXISTS (
+                SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
+                  AND a.attname = $2)
+            FROM \(table) WHERE \(key) > \(low) AND \(key) <= \(high)
+            """, [table, tracking!.key])
+        return result.string(0, 0) == "t" && result.string(0, 1) == "t"
     }
 
     /// An extract is a view of its source: restoring it is running it.

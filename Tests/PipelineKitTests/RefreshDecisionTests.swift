@@ -54,6 +54,17 @@ final class RefreshDecisionTests: XCTestCase {
                        "stage 'fact', last written by run \(previous.shortRunID): its state was saved by an earlier version, which did not record the tables it wrote")
     }
 
+    func testKeyGapsSavedOnlyByALaterWriteOfTheSameRunAreTheOnesReadBelowTheWatermark() throws {
+        let lookup = state(committedAt: 1000)
+        var fact = lookup
+        fact.committedAt = Date(timeIntervalSince1970: 1001)
+        fact.gaps = ["calls": KeyGaps([42...42])]
+        let mode = try decide(states: ["lookup": lookup, "fact": fact], writers: ["lookup", "fact"])
+        guard case .incremental(let since) = mode else { return XCTFail("\(mode)") }
+        XCTAssertEqual(since.committedAt, lookup.committedAt, "changes are counted from the oldest write")
+        XCTAssertEqual(since.gaps, fact.gaps, "the lookup committed before the run's gap search ended")
+    }
+
     func testAnUnchangedPipelineWithNewRowsRunsIncrementallySinceTheCommittedState() throws {
         let previous = state()
         let current: [String: Watermark] = ["calls": .tracked(key: "id", high: 250, snapshot: "990:990:"), "partners": .content(sha256: "p1")]

@@ -35,7 +35,13 @@ final class IncrementalRefreshTests: XCTestCase {
         try await assertACallCommittedLateIsCounted(inSavepoint: true)
     }
 
-    private func assertACallCommittedLateIsCounted(inSavepoint: Bool) async throws {
+    /// A state saved without key gaps (by an earlier version, or with too
+    /// many gaps to keep): the look-back is re-checked by transaction id.
+    func testACallCommittedLateIsNotMissedAfterARunThatKeptNoKeyGaps() async throws {
+        try await assertACallCommittedLateIsCounted(inSavepoint: false, keyGapsKept: false)
+    }
+
+    private func assertACallCommittedLateIsCounted(inSavepoint: Bool, keyGapsKept: Bool = true) async throws {
         let source = try Incremental.privateSource()
         try Incremental.holdBack(source)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
@@ -83,6 +89,14 @@ final class IncrementalRefreshTests: XCTestCase {
         try other.execute(insert(otherID, as: maxID + 10))
 
         _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
+        let dw = try TestDatabase.connect(warehouse)
+        if keyGapsKept {
+            let stored = try XCTUnwrap(try dw.query("SELECT DISTINCT key_gaps->>'calls' FROM pipelinekit.refresh_state").string(0, 0))
+            let gaps = try JSONDecoder().decode(KeyGaps.self, from: Data(stored.utf8))
+            XCTAssertTrue(gaps.ranges.contains { $0.contains(Int64(maxID + 1)) }, "the open transaction's key is a gap: \(stored)")
+        } else {
+            try dw.execute("UPDATE pipelinekit.refresh_state SET key_gaps = NULL")
+        }
         let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)"
         let factWithoutTheCall = try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL)
 

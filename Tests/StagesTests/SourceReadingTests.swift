@@ -28,10 +28,10 @@ final class SourceReadingTests: XCTestCase {
     }
 
     func testTheLookBackOfKeysNearTheBottomOfBigintStopsThereInsteadOfOverflowing() {
-        XCTAssertEqual(PgExtract.changeCondition(key: "id", high: 500, lookback: 100, snapshot: "9:9:"),
-                       "id > 400 AND (id > 500 OR age(xmin) <= age((pg_snapshot_xmin('9:9:'::pg_snapshot)::text::bigint % 4294967296)::text::xid))")
+        XCTAssertEqual(PgExtract.lateCondition(key: "id", high: 500, lookback: 100, snapshot: "9:9:"),
+                       "id > 400 AND id <= 500 AND age(xmin) <= age((pg_snapshot_xmin('9:9:'::pg_snapshot)::text::bigint % 4294967296)::text::xid)")
         for (high, lookback) in [(Int64(-5), Int64.max), (Int64.min, Int64(100_000))] {
-            XCTAssertTrue(PgExtract.changeCondition(key: "id", high: high, lookback: lookback, snapshot: "9:9:").hasPrefix("(id > \(high) OR "))
+            XCTAssertTrue(PgExtract.lateCondition(key: "id", high: high, lookback: lookback, snapshot: "9:9:").hasPrefix("id <= \(high) AND "))
         }
     }
 
@@ -41,8 +41,7 @@ final class SourceReadingTests: XCTestCase {
             CREATE TABLE loose (id bigint, v int); INSERT INTO loose VALUES (1, 10), (2, 20), (NULL, 30), (3, -1);
             """)
         // The last run saw keys up to 2; a NULL key is above no watermark and was never seen by one.
-        let sql = PgExtract.changeQuery(columns: "v", table: "public.loose", key: "id", high: 2, lookback: 0,
-                                        snapshot: "\(Int32.max):\(Int32.max):", predicate: "v > 0")
+        let sql = PgExtract.changeQuery(columns: "v", table: "public.loose", key: "id", high: 2, late: "", predicate: "v > 0")
         let batch = try read(database, sql, [Field("v", .int)])
         XCTAssertEqual(batch.columns[0].ints.sorted(), [30], "the row with a NULL key, and not the one the predicate drops")
     }

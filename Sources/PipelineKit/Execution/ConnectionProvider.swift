@@ -41,6 +41,19 @@ public struct ConnectionProvider: Sendable {
     /// run's pool if `body` succeeded and left it idle, and is closed
     /// otherwise. Sessions of `read_only` connections cannot write.
     public func with<R>(_ name: String, _ body: (PGConnection) throws -> R) throws -> R {
+        let connection = try borrow(name)
+        var succeeded = false
+        defer { giveBack(connection, name, keep: succeeded) }
+        try cancellation.check()
+        let result = try body(connection)
+        succeeded = true
+        return result
+    }
+
+    /// A session as `with` gets it, held until `giveBack`: for work that
+    /// goes on after the call that started it, such as a transaction kept
+    /// open so that later reads see the same snapshot.
+    public func borrow(_ name: String) throws -> PGConnection {
         guard let definition = definitions[name] else {
             throw StageFailure.config("connection '\(name)' is not defined")
         }
@@ -62,16 +75,14 @@ public struct ConnectionProvider: Sendable {
         }
         cancellation.track(connection)
         lockWaits?.watch(connection, connection: name, stageID: stageID, applicationName: applicationName)
-        let result: R
-        do {
-            defer {
-                cancellation.untrack(connection)
-                lockWaits?.unwatch(connection)
-            }
-            try cancellation.check()
-            result = try body(connection)
-        }
-        pool?.give(connection, connection: name)
-        return result
+        return connection
+    }
+
+    /// Ends a `borrow`: the session goes back to the run's pool when `keep`
+    /// and it is idle, and is closed otherwise (when its last reference goes).
+    public func giveBack(_ connection: PGConnection, _ name: String, keep: Bool = true) {
+        cancellation.untrack(connection)
+        lockWaits?.unwatch(connection)
+        if keep { pool?.give(connection, connection: name) }
     }
 }

@@ -14,12 +14,16 @@ public struct RefreshPlan: Sendable {
     public let current: [String: Watermark]
     public let fingerprint: RefreshFingerprint
     public let asOf: CivilDate
+    /// Finds the tracked extracts' key gaps below `current`; none without it.
+    let gapSearch: KeyGapSearch?
 
-    public init(mode: Mode, current: [String: Watermark], fingerprint: RefreshFingerprint, asOf: CivilDate) {
+    public init(mode: Mode, current: [String: Watermark], fingerprint: RefreshFingerprint, asOf: CivilDate,
+                gapSearch: KeyGapSearch? = nil) {
         self.mode = mode
         self.current = current
         self.fingerprint = fingerprint
         self.asOf = asOf
+        self.gapSearch = gapSearch
     }
 
     public var previous: RefreshState? {
@@ -37,9 +41,10 @@ public struct RefreshPlan: Sendable {
         }
     }
 
-    /// The state a writing stage commits with its rows.
+    /// The state a writing stage commits with its rows; with the key gaps
+    /// when their search has ended (it does not wait for them).
     public func state(runID: UUID) -> RefreshState {
-        RefreshState(runID: runID, asOf: asOf, fingerprint: fingerprint, watermarks: current)
+        RefreshState(runID: runID, asOf: asOf, fingerprint: fingerprint, watermarks: current, gaps: gapSearch?.result ?? [:])
     }
 
     /// For the lineage: mode, reason, and the watermarks before and after.

@@ -44,7 +44,8 @@ enum RefreshPlanner {
                 }
             }
         })
-        let (current, unreadable, problems) = try read.get()
+        let (current, unreadable, problems, open) = try read.get()
+        let search = KeyGapSearch(snapshots: open, connections: connections)
         let fingerprint = RefreshFingerprint(pipeline: pipeline)
         let states: [String: RefreshState]
         do {
@@ -53,12 +54,19 @@ enum RefreshPlanner {
             // A full refresh is always correct; the writing stages meet the
             // same warehouse with their retries and report what is wrong.
             options.logger.warning("cannot read the refresh state", metadata: ["error": .string("\(error)")])
+            search.start(current: current, previous: nil, logger: options.logger)
             return RefreshPlan(mode: .full(reason: "the warehouse's refresh state could not be read"), current: current,
-                               fingerprint: fingerprint, asOf: pipeline.asOf)
+                               fingerprint: fingerprint, asOf: pipeline.asOf, gapSearch: search)
         }
         let writers = pipeline.stages.filter { plan.selected.contains($0.id) && !$0.implementation.tablesWritten.isEmpty }.map(\.id)
-        var mode = try decide(asOf: pipeline.asOf, fullRefresh: options.fullRefresh, states: states, writers: writers,
+        var mode: RefreshPlan.Mode
+        do {
+            mode = try decide(asOf: pipeline.asOf, fullRefresh: options.fullRefresh, states: states, writers: writers,
                               fingerprint: fingerprint, current: current)
+        } catch {
+            search.abandon()
+            throw error
+        }
         if let first = unreadable.first, case .incremental = mode {
             mode = .full(reason: "the watermark of extract '\(first)' could not be read")
         }
@@ -68,7 +76,9 @@ enum RefreshPlanner {
         if let (id, problem) = problems.min(by: { $0.key < $1.key }), case .incremental = mode {
             mode = .full(reason: "extract '\(id)': \(problem)")
         }
-        return RefreshPlan(mode: mode, current: current, fingerprint: fingerprint, asOf: pipeline.asOf)
+        let refresh = RefreshPlan(mode: mode, current: current, fingerprint: fingerprint, asOf: pipeline.asOf, gapSearch: search)
+        search.start(current: current, previous: refresh.previous, logger: options.logger)
+        return refresh
     }
 
     /// Every source's watermark, in one session and one snapshot per source
@@ -76,41 +86,51 @@ enum RefreshPlanner {
     /// A source that cannot be read is listed instead: its stage meets the
     /// same error when it runs and reports it there, with its retries; this
     /// run just cannot be incremental, and without this watermark the next
-    /// one cannot either.
+    /// one cannot either. Each session is returned with its transaction
+    /// still open, for the key gap search in the same snapshot.
     private static func watermarks(of sources: [(id: String, source: any WatermarkSource)], connections: ConnectionProvider,
                                    logger: Logger, cancellation: Cancellation) throws
-        -> ([String: Watermark], unreadable: [String], problems: [String: String]) {
+        -> ([String: Watermark], unreadable: [String], problems: [String: String], open: [KeyGapSearch.OpenSnapshot]) {
         var current: [String: Watermark] = [:]
         var unreadable: [String] = []
         var problems: [String: String] = [:]
+        var open: [KeyGapSearch.OpenSnapshot] = []
         func failed(_ id: String, _ error: Error) {
             logger.warning("cannot read the watermark of an extract (its highest key, or for an untracked one a digest of its rows); the run is a full refresh, and the extract's stage reports the error", metadata: ["stage": .string(id), "error": .string("\(error)")])
             unreadable.append(id)
         }
         for (name, group) in Dictionary(grouping: sources, by: \.source.sourceConnection).sorted(by: { $0.key < $1.key }) {
+            var session: PGConnection?
             do {
-                try connections.with(name) { connection in
-                    try connection.transaction(PGConnection.watermarkTransaction) {
-                        for (id, source) in group {
-                            try connection.execute("SAVEPOINT watermark")
-                            do {
-                                let watermark = try source.currentWatermark(connection)
-                                current[id] = watermark
-                                problems[id] = try source.watermarkProblem(watermark, connection)
-                                try connection.execute("RELEASE SAVEPOINT watermark")
-                            } catch where !cancellation.isCancelled && connection.isAlive {
-                                try connection.execute("ROLLBACK TO SAVEPOINT watermark")
-                                failed(id, error)
-                            }
-                        }
+                let connection = try connections.borrow(name)
+                session = connection
+                try connection.execute(PGConnection.watermarkTransaction)
+                for (id, source) in group {
+                    try connection.execute("SAVEPOINT watermark")
+                    do {
+                        let watermark = try source.currentWatermark(connection)
+                        current[id] = watermark
+                        problems[id] = try source.watermarkProblem(watermark, connection)
+                        try connection.execute("RELEASE SAVEPOINT watermark")
+                    } catch where !cancellation.isCancelled && connection.isAlive {
+                        try connection.execute("ROLLBACK TO SAVEPOINT watermark")
+                        failed(id, error)
                     }
                 }
+                open.append(.init(connectionName: name, session: connection, sources: group))
             } catch {
-                if cancellation.isCancelled { throw error }
+                if let session {
+                    _ = try? session.execute("ROLLBACK")
+                    connections.giveBack(session, name, keep: false)
+                }
+                if cancellation.isCancelled {
+                    KeyGapSearch(snapshots: open, connections: connections).abandon()
+                    throw error
+                }
                 group.filter { current[$0.id] == nil && !unreadable.contains($0.id) }.forEach { failed($0.id, error) }
             }
         }
-        return (current, unreadable, problems)
+        return (current, unreadable, problems, open)
     }
 
     /// The decision itself, free of I/O so that every rule is pinned by a unit test.
@@ -126,9 +146,12 @@ enum RefreshPlanner {
         if let missing = writers.first(where: { states[$0] == nil }) {
             return .full(reason: "stage '\(missing)' has no committed refresh state")
         }
-        guard let since = relevant.min(by: { $0.committedAt < $1.committedAt }) else {
+        guard var since = relevant.min(by: { $0.committedAt < $1.committedAt }) else {
             return .full(reason: "no stage writes to the warehouse")
         }
+        // A stage that committed before the run's key gap search ended saved
+        // none; a later one of the same run has them (the same list).
+        for state in relevant where state.runID == since.runID && since.gaps.isEmpty { since.gaps = state.gaps }
         // A run that failed or was killed between two writes, or ran only
         // some stages (--select), left tables of different runs. Redoing only the changes since the oldest state is
         // not enough: a rollup's cells that the newer fact write moved rows

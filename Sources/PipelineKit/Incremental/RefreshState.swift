@@ -9,6 +9,9 @@ public struct RefreshState: Sendable, Equatable {
     public var asOf: CivilDate
     public var fingerprint: RefreshFingerprint
     public var watermarks: [String: Watermark]
+    /// Each tracked extract's key gaps below its watermark (see `KeyGaps`);
+    /// an extract without them has its whole look-back re-checked.
+    public var gaps: [String: KeyGaps]
     public var committedAt: Date
     /// The tables the stage wrote, by name, each as "oid:file node" when its
     /// rows committed; nil in a state saved before tables were recorded.
@@ -18,11 +21,13 @@ public struct RefreshState: Sendable, Equatable {
     public var tablesNow: [String: String]
 
     public init(runID: UUID, asOf: CivilDate, fingerprint: RefreshFingerprint, watermarks: [String: Watermark],
-                committedAt: Date = Date(), tables: [String: String]? = [:], tablesNow: [String: String] = [:]) {
+                gaps: [String: KeyGaps] = [:], committedAt: Date = Date(), tables: [String: String]? = [:],
+                tablesNow: [String: String] = [:]) {
         self.runID = runID
         self.asOf = asOf
         self.fingerprint = fingerprint
         self.watermarks = watermarks
+        self.gaps = gaps
         self.committedAt = committedAt
         self.tables = tables
         self.tablesNow = tablesNow
@@ -58,6 +63,8 @@ public enum RefreshStateStore {
             PRIMARY KEY (pipeline, stage_id));
         -- The tables each stage wrote, by oid and file node (added after the first release).
         ALTER TABLE pipelinekit.refresh_state ADD COLUMN IF NOT EXISTS tables jsonb;
+        -- The tracked extracts' key gaps (added later; NULL in older states).
+        ALTER TABLE pipelinekit.refresh_state ADD COLUMN IF NOT EXISTS key_gaps jsonb;
         """
 
     public static func ensureSchema(_ connection: PGConnection) throws {
@@ -75,7 +82,8 @@ public enum RefreshStateStore {
             SELECT stage_id, run_id, as_of::text, fingerprint::text, watermarks::text,
                    extract(epoch FROM committed_at)::float8::text, tables::text,
                    (SELECT jsonb_object_agg(t.key, \(identity)) FROM jsonb_each(tables) t
-                    JOIN pg_class c ON c.oid = to_regclass(t.key))::text
+                    JOIN pg_class c ON c.oid = to_regclass(t.key))::text,
+                   key_gaps::text
             FROM pipelinekit.refresh_state WHERE pipeline = $1
             """, [pipeline])
         let decoder = JSONDecoder()
@@ -91,7 +99,9 @@ public enum RefreshStateStore {
             }
             let tables = row[6].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) }
             let tablesNow = row[7].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) } ?? [:]
-            states[stage] = RefreshState(runID: run, asOf: asOf, fingerprint: fingerprint, watermarks: watermarks,
+            // Gaps that cannot be read only cost the next run a slower look-back.
+            let gaps = row[8].flatMap { try? decoder.decode([String: KeyGaps].self, from: Data($0.utf8)) } ?? [:]
+            states[stage] = RefreshState(runID: run, asOf: asOf, fingerprint: fingerprint, watermarks: watermarks, gaps: gaps,
                                          committedAt: Date(timeIntervalSince1970: epoch), tables: tables, tablesNow: tablesNow)
         }
         return states
@@ -106,15 +116,19 @@ public enum RefreshStateStore {
         encoder.outputFormatting = .sortedKeys
         let fingerprint = String(decoding: try encoder.encode(state.fingerprint), as: UTF8.self)
         let watermarks = String(decoding: try encoder.encode(state.watermarks), as: UTF8.self)
+        let gaps = String(decoding: try encoder.encode(state.gaps), as: UTF8.self)
         try connection.query("""
-            INSERT INTO pipelinekit.refresh_state AS s (pipeline, stage_id, run_id, as_of, fingerprint, watermarks, committed_at, tables)
+            INSERT INTO pipelinekit.refresh_state AS s (pipeline, stage_id, run_id, as_of, fingerprint, watermarks, committed_at, tables,
+                                                        key_gaps)
             VALUES ($1, $2, $3::uuid, $4::date, $5::jsonb, $6::jsonb, now(),
                     (SELECT jsonb_build_object(format('%I.%I', n.nspname, c.relname), \(identity))
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($7)))
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($7)),
+                    $8::jsonb)
             ON CONFLICT (pipeline, stage_id) DO UPDATE SET run_id = EXCLUDED.run_id, as_of = EXCLUDED.as_of,
                 fingerprint = EXCLUDED.fingerprint, watermarks = EXCLUDED.watermarks, committed_at = EXCLUDED.committed_at,
+                key_gaps = EXCLUDED.key_gaps,
                 tables = CASE WHEN s.run_id = EXCLUDED.run_id THEN coalesce(s.tables, '{}') || EXCLUDED.tables ELSE EXCLUDED.tables END
             """, [pipeline, stageID, state.runID.uuidString.lowercased(), state.asOf.description, fingerprint, watermarks,
-                  SQL.qualified(table)])
+                  SQL.qualified(table), gaps])
     }
 }

@@ -5,7 +5,9 @@ import Foundation
 /// A tracked extract remembers the highest tracking key it could see and the
 /// snapshot it saw it in: the next run reads rows above that key, plus rows
 /// a little below it (the look-back) that the snapshot could not see because
-/// their transaction had not committed yet. An untracked extract is small
+/// their transaction had not committed yet: those with a key no row had then
+/// (`KeyGaps`, kept with the watermark), or, without that list, those whose
+/// transaction is not older than the snapshot. An untracked extract is small
 /// reference data: a digest of its content tells whether it changed.
 public enum Watermark: Sendable, Equatable, Codable, CustomStringConvertible {
     case tracked(key: String, high: Int64?, snapshot: String)
@@ -41,10 +43,19 @@ public protocol WatermarkSource: Stage {
     /// Why rows added later could fall below `watermark` and never be read,
     /// if they could: the run is then a full refresh saying so.
     func watermarkProblem(_ watermark: Watermark, _ connection: PGConnection) throws -> String?
+    /// The keys within the look-back below `watermark` that no row has,
+    /// read in the transaction the watermark was read in (so in its
+    /// snapshot); nil for none kept (an untracked extract, or too many
+    /// gaps). `previous` is the last run's watermark and gaps when this run
+    /// is incremental: only the keys above that watermark need searching.
+    func keyGaps(below watermark: Watermark, previous: (watermark: Watermark, gaps: KeyGaps)?,
+                 _ connection: PGConnection) throws -> KeyGaps?
 }
 
 extension WatermarkSource {
     public func watermarkProblem(_ watermark: Watermark, _ connection: PGConnection) throws -> String? { nil }
+    public func keyGaps(below watermark: Watermark, previous: (watermark: Watermark, gaps: KeyGaps)?,
+                        _ connection: PGConnection) throws -> KeyGaps? { nil }
 }
 
 extension PGConnection {
