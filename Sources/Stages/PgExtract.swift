@@ -274,13 +274,16 @@ public struct PgExtract: WatermarkSource {
     /// The keys of the look-back below the watermark that no row has: those
     /// the last run's gaps still lack, and those missing above its watermark
     /// (all of the look-back on a full refresh). Rows of every kind count,
-    /// also those `where` leaves out: a gap is a key no row has.
+    /// also those `where` leaves out: a gap is a key no row has. Only for a
+    /// unique key: a row committed late could otherwise share its key with a
+    /// row seen in time, and no gap would mark it.
     public func keyGaps(below watermark: Watermark, previous: (watermark: Watermark, gaps: KeyGaps)?,
                         _ connection: PGConnection) throws -> KeyGaps? {
         guard let tracking, case let .tracked(_, high, _) = watermark else { return nil }
-        guard let high else { return KeyGaps() }
         let key = SQL.ident(tracking.key)
         let table = SQL.qualified(self.table!)
+        guard try isUnique(table: table, connection) else { return nil }
+        guard let high else { return KeyGaps() }
         let (low, below) = high.subtractingReportingOverflow(tracking.lookback)
         let floor = below ? Int64.min : low
         var gaps = KeyGaps()
@@ -314,20 +317,29 @@ public struct PgExtract: WatermarkSource {
         return gaps.ranges.count > KeyGaps.limit ? nil : gaps
     }
 
+    /// Whether the tracking key has a unique index that covers every row the
+    /// extract reads: valid, on the key alone, without a predicate, and on a
+    /// table without inheritance children (a partitioned table's index covers
+    /// its partitions).
+    private func isUnique(table: String, _ connection: PGConnection) throws -> Bool {
+        try connection.query("""
+            SELECT EXISTS (
+                SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL
+                  AND a.attname = $2)
+              AND (c.relkind = 'p' OR NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid))
+            FROM pg_class c WHERE c.oid = $1::regclass
+            """, [table, tracking!.key]).string(0, 0) == "t"
+    }
+
     /// Whether every key in `(low, high]` has a row, as is usual for a day of
-    /// keys from a sequence: counting them is a third of the work of finding
-    /// where keys are missing. Only a unique key can be counted so.
+    /// keys from a sequence: with a unique key, counting them is a third of
+    /// the work of finding where keys are missing.
     private func isDense(table: String, key: String, above low: Int64, upTo high: Int64, _ connection: PGConnection) throws -> Bool {
         let (width, overflow) = high.subtractingReportingOverflow(low)
         guard !overflow else { return false }
-        let result = try connection.query("""
-            SELECT count(*) = \(width), EXISTS (
-                SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indnkeyatts = 1 AND i.indpred IS NULL
-                  AND a.attname = $2)
-            FROM \(table) WHERE \(key) > \(low) AND \(key) <= \(high)
-            """, [table, tracking!.key])
-        return result.string(0, 0) == "t" && result.string(0, 1) == "t"
+        return try connection.query("SELECT count(*) = \(width) FROM \(table) WHERE \(key) > \(low) AND \(key) <= \(high)")
+            .string(0, 0) == "t"
     }
 
     /// An extract is a view of its source: restoring it is running it.

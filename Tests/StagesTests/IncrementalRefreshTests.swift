@@ -91,7 +91,7 @@ final class IncrementalRefreshTests: XCTestCase {
         _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
         let dw = try TestDatabase.connect(warehouse)
         if keyGapsKept {
-            let stored = try XCTUnwrap(try dw.query("SELECT DISTINCT key_gaps->>'calls' FROM pipelinekit.refresh_state").string(0, 0))
+            let stored = try XCTUnwrap(try dw.query("SELECT DISTINCT key_gaps->'extracts'->>'calls' FROM pipelinekit.refresh_state").string(0, 0))
             let gaps = try JSONDecoder().decode(KeyGaps.self, from: Data(stored.utf8))
             XCTAssertTrue(gaps.ranges.contains { $0.contains(Int64(maxID + 1)) }, "the open transaction's key is a gap: \(stored)")
         } else {
@@ -326,6 +326,23 @@ final class IncrementalRefreshTests: XCTestCase {
             // The rebuild recorded the new tables: the next run is incremental again.
             _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-16")
         }
+    }
+
+    /// A version that did not know key gaps updates the state row without
+    /// them: the gaps left there describe another run's watermark.
+    func testKeyGapsThatAnotherRunsStateLeftBehindAreNotUsed() throws {
+        let dw = try TestDatabase.connect(try TestDatabase.createDatabase("dost_dw_inc"))
+        try dw.execute("CREATE SCHEMA dw; CREATE TABLE dw.fact (id int PRIMARY KEY)")
+        try RefreshStateStore.ensureSchema(dw)
+        let state = RefreshState(runID: UUID(), asOf: CivilDate(iso: "2020-10-15")!,
+                                 fingerprint: RefreshFingerprint(stages: [:], variables: [:]),
+                                 watermarks: ["calls": .tracked(key: "id", high: 10, snapshot: "9:9:")],
+                                 gaps: ["calls": KeyGaps([4...4])])
+        try RefreshStateStore.save(dw, pipeline: "p", stageID: "fact", state: state, table: "dw.fact")
+        XCTAssertEqual(try RefreshStateStore.load(dw, pipeline: "p")["fact"]?.gaps, state.gaps)
+        try dw.execute("UPDATE pipelinekit.refresh_state SET run_id = gen_random_uuid(), watermarks = '{\"calls\": {\"tracked\": {\"key\": \"id\", \"high\": 20, \"snapshot\": \"19:19:\"}}}'")
+        XCTAssertEqual(try RefreshStateStore.load(dw, pipeline: "p")["fact"]?.gaps, [:],
+                       "without gaps of its own run, the look-back is re-checked by transaction id")
     }
 
     func testTheStateRecordsEachTablesIdentityAndSeesItReplacedAPartitionedTableByItsOidAlone() throws {

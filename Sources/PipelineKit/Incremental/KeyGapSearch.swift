@@ -35,6 +35,8 @@ public final class KeyGapSearch: @unchecked Sendable {
             for snapshot in snapshots {
                 let session = snapshot.session
                 for (id, source) in snapshot.sources where source.isTracked {
+                    // An aborted run commits no state: what is left is not searched.
+                    guard !connections.cancellation.isCancelled else { break }
                     guard let watermark = current[id] else { continue }
                     let before = previous.flatMap { state in state.watermarks[id].flatMap { mark in state.gaps[id].map { (mark, $0) } } }
                     do {

@@ -99,8 +99,11 @@ public enum RefreshStateStore {
             }
             let tables = row[6].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) }
             let tablesNow = row[7].flatMap { try? decoder.decode([String: String].self, from: Data($0.utf8)) } ?? [:]
-            // Gaps that cannot be read only cost the next run a slower look-back.
-            let gaps = row[8].flatMap { try? decoder.decode([String: KeyGaps].self, from: Data($0.utf8)) } ?? [:]
+            // Gaps that cannot be read, or that another run's state left
+            // (a version that did not know them updates the row without
+            // them), only cost the next run a slower look-back.
+            let gaps = row[8].flatMap { try? decoder.decode(StoredKeyGaps.self, from: Data($0.utf8)) }
+                .flatMap { $0.run == run ? $0.extracts : nil } ?? [:]
             states[stage] = RefreshState(runID: run, asOf: asOf, fingerprint: fingerprint, watermarks: watermarks, gaps: gaps,
                                          committedAt: Date(timeIntervalSince1970: epoch), tables: tables, tablesNow: tablesNow)
         }
@@ -116,7 +119,7 @@ public enum RefreshStateStore {
         encoder.outputFormatting = .sortedKeys
         let fingerprint = String(decoding: try encoder.encode(state.fingerprint), as: UTF8.self)
         let watermarks = String(decoding: try encoder.encode(state.watermarks), as: UTF8.self)
-        let gaps = String(decoding: try encoder.encode(state.gaps), as: UTF8.self)
+        let gaps = String(decoding: try encoder.encode(StoredKeyGaps(run: state.runID, extracts: state.gaps)), as: UTF8.self)
         try connection.query("""
             INSERT INTO pipelinekit.refresh_state AS s (pipeline, stage_id, run_id, as_of, fingerprint, watermarks, committed_at, tables,
                                                         key_gaps)
@@ -131,4 +134,11 @@ public enum RefreshStateStore {
             """, [pipeline, stageID, state.runID.uuidString.lowercased(), state.asOf.description, fingerprint, watermarks,
                   SQL.qualified(table), gaps])
     }
+}
+
+/// The key gaps as `refresh_state.key_gaps` holds them: with the run whose
+/// watermarks they belong to.
+private struct StoredKeyGaps: Codable {
+    var run: UUID
+    var extracts: [String: KeyGaps]
 }
