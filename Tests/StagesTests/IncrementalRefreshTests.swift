@@ -91,7 +91,10 @@ final class IncrementalRefreshTests: XCTestCase {
         _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-05")
         let dw = try TestDatabase.connect(warehouse)
         if keyGapsKept {
-            let stored = try XCTUnwrap(try dw.query("SELECT DISTINCT key_gaps->'extracts'->>'calls' FROM pipelinekit.refresh_state").string(0, 0))
+            // Stages that committed before the search ended saved none.
+            let stored = try XCTUnwrap(try dw.query("""
+                SELECT key_gaps->'extracts'->>'calls' FROM pipelinekit.refresh_state WHERE key_gaps->'extracts' ? 'calls' LIMIT 1
+                """).string(0, 0))
             let gaps = try JSONDecoder().decode(KeyGaps.self, from: Data(stored.utf8))
             XCTAssertTrue(gaps.ranges.contains { $0.contains(Int64(maxID + 1)) }, "the open transaction's key is a gap: \(stored)")
         } else {

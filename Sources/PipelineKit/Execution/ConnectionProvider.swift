@@ -64,17 +64,24 @@ public struct ConnectionProvider: Sendable {
             // the server may have ended it meanwhile (then it is dropped).
             if (try? idle.query("SELECT set_config('application_name', $1, false)", [applicationName])) != nil { reused = idle }
         }
-        let connection: PGConnection
-        if let reused {
-            connection = reused
-        } else {
-            connection = try PGConnection(definition.info, applicationName: applicationName, name: name)
-            if definition.readOnly {
-                try connection.execute("SET default_transaction_read_only = on")
-            }
-        }
+        let connection = try reused ?? open(definition)
         cancellation.track(connection)
         lockWaits?.watch(connection, connection: name, stageID: stageID, applicationName: applicationName)
+        return connection
+    }
+
+    /// A new session of the named connection, for the run's pool to hand
+    /// out; nil when it cannot be opened (the stage that needs one reports why).
+    func opened(_ name: String) -> PGConnection? {
+        guard let definition = definitions[name], !cancellation.isCancelled else { return nil }
+        return try? open(definition)
+    }
+
+    private func open(_ definition: ConnectionDefinition) throws -> PGConnection {
+        let connection = try PGConnection(definition.info, applicationName: applicationName, name: definition.name)
+        if definition.readOnly {
+            try connection.execute("SET default_transaction_read_only = on")
+        }
         return connection
     }
 

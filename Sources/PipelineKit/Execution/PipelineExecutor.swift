@@ -77,6 +77,10 @@ public final class PipelineExecutor: Sendable {
 
     public func run() async throws -> RunReport {
         let startedAt = Date()
+        // Sessions handed from stage to stage within the run.
+        let sessions = SessionPool()
+        defer { sessions.close() }
+        warmForRefreshDecision(sessions)
         let lock: RunLock?
         do {
             lock = try await RunLock.acquire(pipeline: pipeline, runID: runID, wait: options.waitForLock,
@@ -87,9 +91,6 @@ public final class PipelineExecutor: Sendable {
         }
         defer { lock?.release() }
         lineage.prepare(pipeline)
-        // Sessions handed from stage to stage within the run.
-        let sessions = SessionPool()
-        defer { sessions.close() }
         let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: options.logger,
                                   after: options.reportLockWaitsAfter)
         defer { lockWaits.stop() }
@@ -121,6 +122,19 @@ public final class PipelineExecutor: Sendable {
                                refresh: refreshSummary)
         observers.forEach { $0.runFinished(info, report: report) }
         return report
+    }
+
+    /// The refresh decision reads the warehouse's state and each source's
+    /// watermarks; that session then stays with the key gap search while the
+    /// first stage needs another one. They are opened while the lock is taken.
+    private func warmForRefreshDecision(_ sessions: SessionPool) {
+        guard let warehouse = pipeline.warehouse else { return }
+        var counts = [warehouse: 1]
+        for stage in pipeline.stages {
+            if let source = stage.implementation as? any WatermarkSource { counts[source.sourceConnection] = 2 }
+        }
+        sessions.warm(counts, with: ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
+                                                       definitions: pipeline.connections, cancellation: cancellation))
     }
 
     /// The report of a run aborted before any stage started: every needed stage aborted.

@@ -30,6 +30,19 @@ public final class SessionPool: @unchecked Sendable {
         }
     }
 
+    /// Opens `count` sessions of each connection at once, in the background,
+    /// for the first takers: the sessions a run needs first are then being
+    /// opened while it takes its lock, instead of one after another later.
+    public func warm(_ counts: [String: Int], with connections: ConnectionProvider) {
+        for (name, count) in counts where count > 0 {
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: count) { _ in
+                    if let session = connections.opened(name) { self.give(session, connection: name) }
+                }
+            }
+        }
+    }
+
     /// Closes every idle session; sessions given back later are closed too (a run ended).
     public func close() {
         let sessions = lock.withLock { () -> [[PGConnection]] in
