@@ -154,6 +154,37 @@ final class ReliabilityTests: XCTestCase {
         _ = holder
     }
 
+    /// The sessions opened while the run takes its lock may have been cut off
+    /// while it waited for another run's: it hands out none of them after.
+    func testSessionsOpenedWhileTheRunWaitedForTheLockAreNotUsedAfterTheWait() async throws {
+        let (executor, holder) = try executorWaitingForAHeldLock()
+        let watcher = try TestDatabase.connect(TestDatabase.conninfo + " dbname=postgres")
+        let sessions = { (name: String) throws -> Set<String> in
+            Set(try watcher.query("SELECT pid::text FROM pg_stat_activity WHERE application_name = $1", [name]).rows.compactMap { $0[0] })
+        }
+        let run = Task { try await executor.run() }
+        var opened: Set<String> = []
+        let deadline = Date().addingTimeInterval(20)
+        while opened.count < 3 && Date() < deadline {  // the warehouse's and two of the source's
+            opened = try sessions("runner/dost_warehouse/refresh")
+            try await Task.sleep(nanoseconds: 20_000_000)
+        }
+        XCTAssertEqual(opened.count, 3, "the sessions the refresh decision needs first were not opened during the wait")
+        try holder.execute("SELECT pg_advisory_unlock_all()")
+        // A stage that takes a session names it after itself.
+        var reused: [String] = []
+        while true {
+            let rows = try watcher.query("SELECT pid::text, application_name FROM pg_stat_activity WHERE pid::text = ANY ($1::text[])",
+                                         ["{\(opened.joined(separator: ","))}"]).rows
+            reused += rows.filter { $0[1] != "runner/dost_warehouse/refresh" }.compactMap { $0[1] }
+            if rows.isEmpty || !reused.isEmpty { break }
+            try await Task.sleep(nanoseconds: 5_000_000)
+        }
+        let report = try await run.value
+        XCTAssertEqual(report.status, .succeeded, report.summaryTable)
+        XCTAssertEqual(reused, [], "sessions opened before the wait served stages after it")
+    }
+
     func testARunCancelledBeforeItReachesTheLockWaitDoesNotWaitForTheHolder() async throws {
         let (executor, holder) = try executorWaitingForAHeldLock()
         // The signal arrives while the run is still connecting: nothing is running to interrupt yet.

@@ -90,6 +90,8 @@ public final class PipelineExecutor: Sendable {
             return abortedBeforeStart(startedAt)
         }
         defer { lock?.release() }
+        // Opened for a run that then waited for the lock: they may be stale.
+        if lock?.waited == true { sessions.discardIdle() }
         lineage.prepare(pipeline)
         let lockWaits = LockWaits(pipelineName: pipeline.name, definitions: pipeline.connections, logger: options.logger,
                                   after: options.reportLockWaitsAfter)
@@ -121,6 +123,9 @@ public final class PipelineExecutor: Sendable {
                                seconds: Date().timeIntervalSince(info.startedAt), stages: stages,
                                refresh: refreshSummary)
         observers.forEach { $0.runFinished(info, report: report) }
+        // Nothing of the run goes on after it: the key gap search (long
+        // over by now) ends, with its source session, before the run does.
+        _ = refresh?.gapSearch?.waitForResult()
         return report
     }
 

@@ -8,16 +8,19 @@ final class RunLock: @unchecked Sendable {
     private let connection: PGConnection
     /// What the run's writes check that the lock is still theirs.
     let writes: RunLockCheck
+    /// Whether the run had to wait for the lock (another run held it).
+    let waited: Bool
 
-    private init(connection: PGConnection, writes: RunLockCheck) {
+    private init(connection: PGConnection, writes: RunLockCheck, waited: Bool) {
         self.connection = connection
         self.writes = writes
+        self.waited = waited
     }
 
     /// Completes taking the lock (`connection` holds the pipeline's key):
     /// marks it as this run's, then waits for the writes of a run that lost
     /// its lock and still had a write open that found it held (RunLockCheck).
-    private static func taken(_ connection: PGConnection, pipeline: String, runID: UUID,
+    private static func taken(_ connection: PGConnection, pipeline: String, runID: UUID, waited: Bool,
                               cancellation: Cancellation, logger: Logger) throws -> RunLock {
         let writes = RunLockCheck(pipeline: pipeline, runID: runID)
         // One round trip when no such write is open (CASE evaluates in order).
@@ -30,7 +33,7 @@ final class RunLock: @unchecked Sendable {
             try waitInterruptibly(for: writes.barrierKey, connection, cancellation)
             try connection.query("SELECT pg_advisory_unlock(hashtextextended($1, 0))", [writes.barrierKey])
         }
-        return RunLock(connection: connection, writes: writes)
+        return RunLock(connection: connection, writes: writes, waited: waited || !barrierPassed)
     }
 
     /// Blocks until `connection` holds the advisory lock `key`; a cancelled run interrupts the wait.
@@ -57,7 +60,7 @@ final class RunLock: @unchecked Sendable {
             let connection = try connect(definition, pipeline: pipeline, runID: runID, cancellation: cancellation, logger: logger)
             let key = [key(for: pipeline.name)]
             if try connection.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key).string(0, 0) == "t" {
-                return try taken(connection, pipeline: pipeline.name, runID: runID, cancellation: cancellation, logger: logger)
+                return try taken(connection, pipeline: pipeline.name, runID: runID, waited: false, cancellation: cancellation, logger: logger)
             }
             let holder = try connection.query("""
                 SELECT a.application_name, a.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -74,7 +77,7 @@ final class RunLock: @unchecked Sendable {
             }
             logger.warning("waiting for the run lock", metadata: ["lock": .string(key[0]), "holder_run": .string(holderRun)])
             try waitInterruptibly(for: key[0], connection, cancellation)
-            return try taken(connection, pipeline: pipeline.name, runID: runID, cancellation: cancellation, logger: logger)
+            return try taken(connection, pipeline: pipeline.name, runID: runID, waited: true, cancellation: cancellation, logger: logger)
         }
     }
 

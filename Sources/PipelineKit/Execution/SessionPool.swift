@@ -33,15 +33,31 @@ public final class SessionPool: @unchecked Sendable {
     /// Opens `count` sessions of each connection at once, in the background,
     /// for the first takers: the sessions a run needs first are then being
     /// opened while it takes its lock, instead of one after another later.
+    /// Threads of their own: a connect can block for its whole timeout, and
+    /// must not hold up the shared queues (signals are delivered on one).
     public func warm(_ counts: [String: Int], with connections: ConnectionProvider) {
-        for (name, count) in counts where count > 0 {
-            DispatchQueue.global().async {
-                DispatchQueue.concurrentPerform(iterations: count) { _ in
-                    if let session = connections.opened(name) { self.give(session, connection: name) }
-                }
+        for (name, count) in counts {
+            for _ in 0..<count {
+                Thread {
+                    guard !self.isClosed, let session = connections.opened(name) else { return }
+                    self.give(session, connection: name)
+                }.start()
             }
         }
     }
+
+    /// Closes the idle sessions, keeping the pool open: after a long wait
+    /// (for another run's lock, say) they may have been cut off meanwhile,
+    /// and checking one could wait out a dead network link.
+    public func discardIdle() {
+        let sessions = lock.withLock { () -> [[PGConnection]] in
+            defer { idle = [:] }
+            return Array(idle.values)
+        }
+        _ = sessions  // released here: each closes as its last reference goes
+    }
+
+    private var isClosed: Bool { lock.withLock { closed } }
 
     /// Closes every idle session; sessions given back later are closed too (a run ended).
     public func close() {

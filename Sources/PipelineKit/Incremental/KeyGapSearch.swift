@@ -72,6 +72,14 @@ public final class KeyGapSearch: @unchecked Sendable {
         return found
     }
 
+    /// The gaps found, once the search has ended.
+    public func waitForResult() -> [String: KeyGaps] {
+        condition.lock()
+        defer { condition.unlock() }
+        while found == nil { condition.wait() }
+        return found!
+    }
+
     private func finish(_ gaps: [String: KeyGaps]) {
         condition.lock()
         found = gaps
