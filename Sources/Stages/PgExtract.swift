@@ -292,7 +292,7 @@ public struct PgExtract: WatermarkSource {
            previousKey == tracking.key, previousHigh <= high {
             let kept = floor < previousHigh ? previous.gaps.clamped(to: (floor + 1)...previousHigh) : KeyGaps()
             if let inGaps = kept.condition(on: key) {
-                let found = try connection.query("SELECT DISTINCT \(key)::bigint FROM \(table) WHERE \(inGaps) LIMIT \(KeyGaps.limit + 1)")
+                let found = try connection.query("SELECT \(key)::bigint FROM \(table) WHERE \(inGaps) LIMIT \(KeyGaps.limit + 1)")
                 // Gaps filled in such numbers are better re-checked by transaction id.
                 if found.rowCount > KeyGaps.limit { return nil }
                 gaps = kept.removing(found.rows.compactMap { $0[0].flatMap(Int64.init) })

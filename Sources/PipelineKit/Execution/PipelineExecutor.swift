@@ -135,9 +135,7 @@ public final class PipelineExecutor: Sendable {
     private func warmForRefreshDecision(_ sessions: SessionPool) {
         guard let warehouse = pipeline.warehouse else { return }
         var counts = [warehouse: 1]
-        for stage in pipeline.stages {
-            if let source = stage.implementation as? any WatermarkSource { counts[source.sourceConnection] = 2 }
-        }
+        for (_, source) in RefreshPlanner.watermarkSources(of: pipeline) { counts[source.sourceConnection] = 2 }
         sessions.warm(counts, with: ConnectionProvider(pipelineName: pipeline.name, stageID: "refresh",
                                                        definitions: pipeline.connections, cancellation: cancellation))
     }

@@ -18,12 +18,15 @@ enum RefreshPlanner {
         return nil
     }
 
+    /// The stages whose watermarks the decision reads.
+    static func watermarkSources(of pipeline: PipelineDefinition) -> [(id: String, source: any WatermarkSource)] {
+        pipeline.stages.compactMap { stage in (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) } }
+    }
+
     /// nil when every run is a full refresh (`alwaysFull` says why).
     static func plan(pipeline: PipelineDefinition, plan: ExecutionPlan, options: RunOptions,
                      cancellation: Cancellation, sessions: SessionPool? = nil, lockWaits: LockWaits? = nil) throws -> RefreshPlan? {
-        let sources = pipeline.stages.compactMap { stage in
-            (stage.implementation as? any WatermarkSource).map { (id: stage.id, source: $0) }
-        }
+        let sources = watermarkSources(of: pipeline)
         if let why = alwaysFull(pipeline) {
             // Tracking declared with nowhere to keep its state deserves a warning; no tracking is a choice.
             if sources.contains(where: { $0.source.isTracked }) { options.logger.warning("tracked extracts: \(why)") }
