@@ -60,6 +60,10 @@ struct CopyRelation: KeyRestrictable {
         return filtered(firsts.sqlPredicate(qualifier: "whole") + " AND " + scope.sqlPredicate(qualifier: "whole"))
     }
 
+    func restricted(to scope: KeyScope, before micros: Int64, in column: String) -> any Relation {
+        filtered(scope.sqlPredicate(qualifier: "whole") + " AND whole.\(SQL.ident(column)) < '\(PGTime.format(micros: micros))'::timestamptz")
+    }
+
     /// One row, one bigint column `rows`: how many rows the relation has.
     func counted() -> CopyRelation {
         CopyRelation(connection: connection, sql: "SELECT count(*) AS rows FROM (\(sql)) AS whole",

@@ -61,9 +61,15 @@ public struct LookupBuild: Stage {
 
     public func run(_ context: StageContext) throws -> StageOutput {
         let input = try context.completeRelation(from)
+        let changed = try changedKeys(of: input, context: context)
+        if let changed, let keyed = keyed(input, changedKeys: changed) {
+            context.logger.info("incremental run: rows are read by key, as the stages using the lookup ask for them",
+                                metadata: ["changed_keys": .stringConvertible(changed.count)])
+            return .keyedLookup(keyed)
+        }
         let rows = try input.materialize(context.scan)
-        var lookup = try makeLookup(rows, context: context)
-        lookup.changedKeys = try changedKeys(of: input, context: context)
+        var lookup = try makeLookup(rows, metrics: context.metrics)
+        lookup.changedKeys = changed
         if let persist {
             // Rows without a value for the table's key cannot be stored; they are counted instead.
             let keyPositions = try persist.key.map { try rows.require($0, in: "input '\(from)'") }
@@ -108,7 +114,28 @@ public struct LookupBuild: Stage {
             kept.forEach { filtered.append(row: rows.row($0)) }
             rows = filtered
         }
-        return .lookup(try makeLookup(rows, context: context))
+        return .lookup(try makeLookup(rows, metrics: context.metrics))
+    }
+
+    /// The lookup read by key, when reading some keys' rows answers for them
+    /// as reading every row would: a single integer key (nothing to
+    /// normalise), a duplicates rule that drops no row (so no count differs),
+    /// no table to write every row to, and an input that reads by key.
+    private func keyed(_ input: any Relation, changedKeys: Set<[Value]>) -> KeyedLookup? {
+        guard persist == nil, key.count == 1, duplicates == "error" || duplicates == "all",
+              let field = input.schema.first(where: { $0.name == key[0] }), field.type.storage == .int,
+              let byKey = input as? any KeyRestrictable else { return nil }
+        return KeyedLookup(schema: input.schema, keyColumn: key[0], changedKeys: changedKeys) { keys, scan in
+            let rows: Batch
+            switch keys {
+            case nil: rows = try input.materialize(scan)
+            case let keys? where keys.isEmpty: rows = Batch(schema: input.schema)
+            case let keys?: rows = try byKey.restricted(to: KeyScope(columns: key, first: keys.sorted())).materialize(scan)
+            }
+            var lookup = try makeLookup(rows, metrics: scan.metrics)
+            lookup.changedKeys = changedKeys
+            return lookup
+        }
     }
 
     /// In an incremental run, the keys of the input's new rows, so consumers
@@ -129,7 +156,7 @@ public struct LookupBuild: Stage {
         return keys
     }
 
-    private func makeLookup(_ rows: Batch, context: StageContext) throws -> Lookup {
+    private func makeLookup(_ rows: Batch, metrics: StageMetrics) throws -> Lookup {
         let keyPositions = try key.map { try rows.require($0, in: "input '\(from)'") }
         let order = try orderBy.map { try rows.require($0, in: "input '\(from)'") }
         let index: Lookup.Index
@@ -167,8 +194,8 @@ public struct LookupBuild: Stage {
             }
             index = .values(byValues)
         }
-        context.metrics.exclude("null_or_empty_key", count: nullKeys)
-        context.metrics.exclude("duplicate_key", count: dropped)
+        metrics.exclude("null_or_empty_key", count: nullKeys)
+        metrics.exclude("duplicate_key", count: dropped)
         return Lookup(rows: rows, keyColumns: key, normalization: normalization, index: index,
                       defaultRow: defaults.isEmpty ? nil : try defaultRow(schema: rows.schema))
     }

@@ -365,4 +365,7 @@ struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable {
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try all.scan(context, body) }
     func restricted(to scope: KeyScope) -> any Relation { all.restricted(to: scope) }
     func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation { all.restrictedByFirstColumnToo(to: scope) }
+    func restricted(to scope: KeyScope, before micros: Int64, in column: String) -> any Relation {
+        all.restricted(to: scope, before: micros, in: column)
+    }
 }

@@ -286,23 +286,26 @@ public struct WindowAggregate: Stage {
     static let changedShareForFullRecompute = 4
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        var lookups: [String: Lookup] = [:]
-        for (input, _) in lookupUses { lookups[input] = try context.lookup(input) }
+        var lookupChanges: [String: LookupChanges] = [:]
+        for (input, _) in lookupUses { lookupChanges[input] = try context.lookupChanges(input) }
         let anchor = try context.completeRelation(anchorFrom)
         let events = try context.completeRelation(eventsFrom)
         let changes = context.refresh?.previous.flatMap { previous in
-            ChangedGroups.Inputs(stage: self, lookups: lookups, anchor: anchor, events: events, context: context).map { ($0, previous) }
+            ChangedGroups.Inputs(stage: self, lookups: lookupChanges, anchor: anchor, events: events, context: context)
+                .map { ($0, previous) }
         }
         var allAnchorRows: Batch? = nil
+        var wholeLookups: [String: Lookup]? = nil
         if case let (changes, previous)? = changes {
             if case let (changed, groupCount)? = try changedFromCalendar(changes, previousAsOf: previous.asOf, anchor: anchor,
-                                                                         lookups: lookups, context: context) {
+                                                                         lookups: lookupChanges, context: context) {
                 if changed.keys.count <= groupCount / Self.changedShareForFullRecompute {
-                    // Only the changed groups' anchor rows are needed, read by key.
+                    // Only the changed groups' anchor rows are needed, read by key,
+                    // and the lookup rows they ask for.
                     let anchorRows = try (anchor as! any KeyRestrictable).restrictedByFirstColumnToo(to: changed.scope(columns: groupBy))
                         .materialize(context.scan)
-                    return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events,
-                                                   schedules: "the last run's output", context: context))
+                    return .relation(try recompute(changed, anchor: anchorRows, lookups: try self.lookups(askedBy: anchorRows, context),
+                                                   events: events, schedules: "the last run's output", context: context))
                 }
                 logRecomputingAll(changed, of: groupCount, context: context)
             } else {
@@ -310,17 +313,21 @@ public struct WindowAggregate: Stage {
                 // whole table is then built for the changed groups alone.
                 let anchorRows = try anchor.materialize(context.scan)
                 allAnchorRows = anchorRows
-                let schedule = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context, scheduleOnly: true)
-                let changed = try ChangedGroups.find(stage: self, groups: schedule, lookups: lookups, changes: changes,
+                let whole = try self.lookups(askedBy: nil, context)
+                wholeLookups = whole
+                let schedule = try GroupTable(stage: self, anchor: anchorRows, lookups: whole, context: context,
+                                              scheduleOnly: true)
+                let changed = try ChangedGroups.find(stage: self, groups: schedule, lookups: lookupChanges, changes: changes,
                                                      previousAsOf: previous.asOf, context: context)
                 if changed.keys.count <= schedule.groupCount / Self.changedShareForFullRecompute {
-                    return .relation(try recompute(changed, anchor: anchorRows, lookups: lookups, events: events,
+                    return .relation(try recompute(changed, anchor: anchorRows, lookups: whole, events: events,
                                                    schedules: "every anchor row", context: context))
                 }
                 logRecomputingAll(changed, of: schedule.groupCount, context: context)
             }
         }
         let anchorRows = try allAnchorRows ?? anchor.materialize(context.scan)
+        let lookups = try wholeLookups ?? self.lookups(askedBy: nil, context)
         let schema = try outputSchema(anchor: anchorRows.schema, lookups: lookups.mapValues(\.schema))
         var groups = try GroupTable(stage: self, anchor: anchorRows, lookups: lookups, context: context)
         try groups.aggregate(events: events, context: context)
@@ -329,13 +336,35 @@ public struct WindowAggregate: Stage {
         return .relation(MaterializedRelation(output))
     }
 
+    /// The lookups the stage asks, answering for the keys `anchor`'s rows ask
+    /// (a lookup read by key reads only their rows), or for every key.
+    private func lookups(askedBy anchor: Batch?, _ context: StageContext) throws -> [String: Lookup] {
+        var asked: [String: Set<Int64>] = [:], whole: Set<String> = []
+        for (input, key) in lookupUses {
+            guard let anchor, key.count == 1, let position = anchor.schema.firstIndex(where: { $0.name == key[0] }),
+                  anchor.columns[position].field.type.storage == .int else {
+                whole.insert(input)
+                continue
+            }
+            let column = anchor.columns[position]
+            var keys = asked[input] ?? []
+            for row in 0..<anchor.count where !column.isNull(row) { keys.insert(column.ints[row]) }
+            asked[input] = keys
+        }
+        var lookups: [String: Lookup] = [:]
+        for (input, _) in lookupUses where lookups[input] == nil {
+            lookups[input] = whole.contains(input) ? try context.lookup(input) : try context.lookup(input, keys: asked[input]!)
+        }
+        return lookups
+    }
+
     /// The changed groups and the number of groups, found with the window
     /// ends the last run wrote (see `WindowCalendar`); nil when that cannot
     /// be done: no persisted output with the dates the windows need, an
     /// anchor input that cannot be read by key, or a changed lookup that is
     /// not keyed by a group column.
     private func changedFromCalendar(_ changes: ChangedGroups.Inputs, previousAsOf: CivilDate, anchor: any Relation,
-                                     lookups: [String: Lookup], context: StageContext) throws -> (ChangedGroups, Int)? {
+                                     lookups: [String: LookupChanges], context: StageContext) throws -> (ChangedGroups, Int)? {
         guard let previous = context.previousOutput, let table = previous.rows as? CopyRelation,
               let byKey = anchor as? any KeyRestrictable,
               let columns = WindowCalendar.columns(of: self, in: previous),
@@ -376,9 +405,13 @@ public struct WindowAggregate: Stage {
             "schedules": .string(schedules)])
         if groups.groupCount > 0 {
             // Fetching a group's events is random access on the server; two
-            // queries over halves of the groups keep both cores busy.
+            // queries over halves of the groups keep both cores busy. Only
+            // closed windows are output, and they end by as_of, so an event
+            // dated as_of or later counts in none; no UTC offset reaches a
+            // day, so every event from the day after as_of (UTC) on is one.
+            let uncounted = (asOf.pgDays + 1) * PGTime.microsPerDay
             let restricted = (events as? any KeyRestrictable).map { events in
-                ParallelUnion(scope.split(into: 2).map { events.restricted(to: $0) })
+                ParallelUnion(scope.split(into: 2).map { events.restricted(to: $0, before: uncounted, in: eventTime) })
             } ?? events
             try groups.aggregate(events: restricted, context: context)
         }

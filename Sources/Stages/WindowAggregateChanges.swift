@@ -29,7 +29,7 @@ struct ChangedGroups {
         let anchor: any Relation
         let events: any Relation
 
-        init?(stage: WindowAggregate, lookups: [String: Lookup], anchor: any Relation, events: any Relation,
+        init?(stage: WindowAggregate, lookups: [String: LookupChanges], anchor: any Relation, events: any Relation,
               context: StageContext) {
             guard let anchorChanges = (anchor as? any ChangeTrackedRelation)?.changes,
                   let eventChanges = (events as? any ChangeTrackedRelation)?.changes else {
@@ -67,7 +67,7 @@ struct ChangedGroups {
         }
     }
 
-    static func find(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup], changes: Inputs,
+    static func find(stage: WindowAggregate, groups: GroupTable, lookups: [String: LookupChanges], changes: Inputs,
                      previousAsOf: CivilDate, context: StageContext) throws -> ChangedGroups {
         var changed = ChangedGroups()
         try changed.addAnchorChanges(changes.anchor, stage: stage, context: context)
@@ -86,7 +86,7 @@ struct ChangedGroups {
         }
     }
 
-    private mutating func addLookupChanges(stage: WindowAggregate, groups: GroupTable, lookups: [String: Lookup]) throws {
+    private mutating func addLookupChanges(stage: WindowAggregate, groups: GroupTable, lookups: [String: LookupChanges]) throws {
         let uses = try stage.lookupUses.map { input, key in
             (lookup: lookups[input]!, key: try key.map { try groups.anchor.require($0, in: "anchor input '\(stage.anchorFrom)'") })
         }
@@ -148,7 +148,7 @@ struct ChangedGroups {
         let column: String
         let values: Set<Int64>
 
-        static func of(stage: WindowAggregate, lookups: [String: Lookup]) -> [GroupColumnChanges]? {
+        static func of(stage: WindowAggregate, lookups: [String: LookupChanges]) -> [GroupColumnChanges]? {
             var changes: [GroupColumnChanges] = []
             for (input, key) in stage.lookupUses {
                 let lookup = lookups[input]!

@@ -7,11 +7,15 @@ struct WriteTarget: Sendable {
     let connection: String
     let table: String
     let key: [String]
+    /// Secondary indexes, each a list of columns; created with the table, or
+    /// on an existing one when missing (never dropped).
+    let indexes: [[String]]
 
     static let configKeys: [ConfigKey] = [
         .required("connection", .identifier, "the warehouse connection"),
         .required("table", .identifier, "target table, schema.table; created when missing"),
         .required("key", .names, "the table's primary-key columns"),
+        .optional("indexes", .list(.names), "secondary indexes, each a column or a list of columns; created when missing, never dropped"),
     ]
 
     init(config: ConfigNode, build: StageBuild) throws {
@@ -20,6 +24,11 @@ struct WriteTarget: Sendable {
         key = config["key"]!.strings!
         if key.isEmpty {
             build.error(at: config["key"]!, "at least one key column is needed")
+            throw StageBuild.Invalid()
+        }
+        indexes = config["indexes"]?.items.map { $0.strings ?? [] } ?? []
+        if let node = config["indexes"]?.items.first(where: { $0.strings?.isEmpty ?? true }) {
+            build.error(at: node, "an index needs at least one column")
             throw StageBuild.Invalid()
         }
     }
@@ -31,7 +40,10 @@ struct WriteTarget: Sendable {
         for name in key where !columns.contains(where: { $0.name == name }) {
             throw StageFailure.config("key column '\(name)' is not among the columns written to \(table)")
         }
-        let writer = TableWriter(table: table, columns: columns, key: key, addable: addable)
+        for name in indexes.joined() where !columns.contains(where: { $0.name == name }) {
+            throw StageFailure.config("index column '\(name)' is not among the columns written to \(table) (they are: \(columns.map(\.name).joined(separator: ", ")))")
+        }
+        let writer = TableWriter(table: table, columns: columns, key: key, addable: addable, indexes: indexes)
         return try context.connections.with(connection) { connection in
             let counts = try writer.write(connection, runID: context.runID, deleteMissing: deleteMissing, scope: scope,
                                           batches: batches) { connection, counts in

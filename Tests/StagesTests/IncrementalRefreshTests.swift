@@ -128,6 +128,69 @@ final class IncrementalRefreshTests: XCTestCase {
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15")
     }
 
+    /// The changed pairs' calls are read again only as far as as_of, where
+    /// every closed window has ended. In a zone behind UTC the day before
+    /// as_of runs on into as_of's UTC date, and its calls still count.
+    func testCallsLateOnTheDayBeforeAsOfCountInAZoneBehindUTC() async throws {
+        let source = try Incremental.privateSource()
+        let behind = [(name: "timezone", value: "Pacific/Honolulu")]
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01", variables: behind)
+
+        // A pair whose month 1 ends on as_of gets a call at 23:00 the evening
+        // before, Honolulu time: 09:00 UTC on as_of's date.
+        let pair = try TestDatabase.connect(warehouse).query("""
+            SELECT user_id, program_id FROM dw.userprogram_fact WHERE month1date = '2020-10-15' ORDER BY 1, 2
+            """).rows
+        let src = try TestDatabase.connect(source)
+        guard let user = pair.first?[0], let program = pair.first?[1] else { return XCTFail("no pair's month 1 ends on 2020-10-15") }
+        let lesson = try XCTUnwrap(try src.query("""
+            SELECT s.id FROM programseq s WHERE s.program_id = \(program) AND NOT EXISTS (
+                SELECT 1 FROM campaign c WHERE c.user_id = \(user) AND c.program_id = \(program) AND c.programseq_id = s.id)
+            ORDER BY s.id LIMIT 1
+            """).string(0, 0), "a lesson pair (\(user), \(program)) never heard")
+        try src.execute("""
+            INSERT INTO campaign (id, experience_id, program_id, user_id, status, listen_secs, attempted_timestamp,
+                                  call_start_time, call_end_time, programseq_id)
+            SELECT (SELECT max(id) + 1 FROM campaign), e.id, e.program_id, e.user_id, 'completed', 120,
+                   '2020-10-14 23:00:00-10', '2020-10-14 23:00:00-10', '2020-10-14 23:02:00-10', \(lesson)
+            FROM experience e WHERE e.user_id = \(user) AND e.program_id = \(program) ORDER BY e.id LIMIT 1
+            """)
+
+        _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: behind)
+
+        try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15", variables: behind)
+        let lessons = try TestDatabase.connect(warehouse).query("""
+            SELECT month1_completed_lessons FROM dw.userprogram_fact WHERE user_id = \(user) AND program_id = \(program)
+            """).int(0, 0)
+        XCTAssertGreaterThan(lessons ?? 0, 0, "the evening call completes a lesson of (\(user), \(program))")
+    }
+
+    /// The users lookup is read by key in an incremental run, and a key comes
+    /// to have two rows only through a new row, whose key is always read: the
+    /// run fails on the repeated user as a full refresh does, writing nothing.
+    func testANewUserRowRepeatingAnIdFailsTheIncrementalRunAsItFailsAFullRefresh() async throws {
+        let source = try Incremental.privateSource()
+        let src = try TestDatabase.connect(source)
+        try src.execute("ALTER TABLE users DROP CONSTRAINT users_pkey CASCADE")
+        let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
+        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact"
+        let before = try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL)
+
+        let user = try XCTUnwrap(try src.query("SELECT min(id) FROM users").string(0, 0))
+        try src.execute("INSERT INTO users SELECT * FROM users WHERE id = \(user)")
+        let incremental = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
+        let full = try await Incremental.run(source: source, warehouse: try TestDatabase.createDatabase("dost_dw_full"), asOf: "2020-10-15")
+
+        XCTAssertTrue(incremental.refresh?.hasPrefix("incremental") == true, "refresh: \(incremental.refresh ?? "nil")")
+        for report in [incremental, full] {
+            XCTAssertEqual(report.status, .failed, report.summaryTable)
+            XCTAssertTrue(report.summaryTable.contains("2 rows of 'users' share the key \(user)"), report.summaryTable)
+        }
+        XCTAssertEqual(try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL), before, "the failed run wrote nothing")
+    }
+
     func testAfterALongGapMostPairsChangedSoAllAreRecomputedInOneRead() async throws {
         let source = try Incremental.sharedSource()
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
@@ -507,8 +570,9 @@ enum Incremental {
 
     /// A run that must succeed as an incremental refresh.
     static func succeedIncrementally(source: String, warehouse: String, asOf: String,
+                                     variables: [(name: String, value: String)] = [],
                                      file: StaticString = #filePath, line: UInt = #line) async throws -> RunReport {
-        let report = try await succeed(source: source, warehouse: warehouse, asOf: asOf, file: file, line: line)
+        let report = try await succeed(source: source, warehouse: warehouse, asOf: asOf, variables: variables, file: file, line: line)
         XCTAssertTrue(report.refresh?.hasPrefix("incremental") == true, "refresh: \(report.refresh ?? "nil")", file: file, line: line)
         return report
     }

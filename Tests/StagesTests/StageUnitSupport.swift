@@ -123,7 +123,7 @@ enum UnitFixture {
     static func rows(of output: StageOutput) throws -> Batch {
         switch output {
         case .relation(let relation), .table(_, let relation): return try relation.materialize(scanContext())
-        case .lookup: throw StageFailure.config("expected rows, got a lookup")
+        case .lookup, .keyedLookup: throw StageFailure.config("expected rows, got a lookup")
         }
     }
 

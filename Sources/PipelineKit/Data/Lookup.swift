@@ -62,12 +62,7 @@ public struct Lookup: Sendable {
 
     public var schema: [Field] { rows.schema }
 
-    /// Whether rows for this raw key may have changed since the last run.
-    public func mayHaveChanged(forRaw key: [Value]) -> Bool {
-        guard let changedKeys else { return true }
-        guard let normalised = normalization.apply(key) else { return false }
-        return changedKeys.contains(normalised)
-    }
+    public var changes: LookupChanges { LookupChanges(changedKeys: changedKeys, normalization: normalization) }
 
     /// Row positions matching a raw (not yet normalised) key.
     public func positions(forRaw key: [Value]) -> [Int] {

@@ -60,10 +60,15 @@ public protocol KeyRestrictable: Relation {
     /// The same rows as `restricted(to:)`, for a source more likely indexed by
     /// the first key column alone than by all of them.
     func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation
+    /// As `restricted(to:)`, without the rows whose timestamptz `column` is
+    /// at or after `micros` (µs since 2000-01-01 UTC); a source that cannot
+    /// tell keeps them, so the caller still decides by the time itself.
+    func restricted(to scope: KeyScope, before micros: Int64, in column: String) -> any Relation
 }
 
 extension KeyRestrictable {
     public func restrictedByFirstColumnToo(to scope: KeyScope) -> any Relation { restricted(to: scope) }
+    public func restricted(to scope: KeyScope, before micros: Int64, in column: String) -> any Relation { restricted(to: scope) }
 }
 
 /// The result of an incremental computation: rows for the groups in `scope`

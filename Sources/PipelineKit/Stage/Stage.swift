@@ -104,13 +104,15 @@ public enum OutputKind: String, Sendable {
 public enum StageOutput: Sendable {
     case relation(any Relation)
     case lookup(Lookup)
+    /// A lookup whose rows an incremental run reads by key, as consumers ask.
+    case keyedLookup(KeyedLookup)
     /// A warehouse table was written; downstream stages may read it as a relation.
     case table(name: String, relation: any Relation)
 
     public var kind: OutputKind {
         switch self {
         case .relation: .relation
-        case .lookup: .lookup
+        case .lookup, .keyedLookup: .lookup
         case .table: .table
         }
     }

@@ -65,11 +65,39 @@ public struct StageContext: Sendable {
         }
     }
 
+    /// A lookup with every row (one read by key reads them all).
     public func lookup(_ id: String) throws -> Lookup {
-        guard case .lookup(let lookup) = inputs[id] else {
-            throw StageFailure.missingInput("input '\(id)' did not produce a lookup")
+        switch inputs[id] {
+        case .lookup(let lookup): return lookup
+        case .keyedLookup(let keyed): return try keyedRead(id) { try keyed.whole(scan) }
+        default: throw StageFailure.missingInput("input '\(id)' did not produce a lookup")
         }
-        return lookup
+    }
+
+    /// A lookup that answers for `keys` as the whole one would: one read by
+    /// key holds only their rows (and those of its changed keys).
+    public func lookup(_ id: String, keys: Set<Int64>) throws -> Lookup {
+        guard case .keyedLookup(let keyed) = inputs[id] else { return try lookup(id) }
+        return try keyedRead(id) { try keyed.rows(for: keys, scan) }
+    }
+
+    /// Which keys of a lookup input changed since the last run, without reading it.
+    public func lookupChanges(_ id: String) throws -> LookupChanges {
+        switch inputs[id] {
+        case .lookup(let lookup): return lookup.changes
+        case .keyedLookup(let keyed): return keyed.changes
+        default: throw StageFailure.missingInput("input '\(id)' did not produce a lookup")
+        }
+    }
+
+    /// A keyed lookup's rows are read in the consumer's stage; a data error
+    /// found then (a duplicate key) names the lookup stage that declared the rule.
+    private func keyedRead(_ id: String, _ read: () throws -> Lookup) throws -> Lookup {
+        do {
+            return try read()
+        } catch StageFailure.data(let text) {
+            throw StageFailure.data("lookup '\(id)': \(text)")
+        }
     }
 }
 

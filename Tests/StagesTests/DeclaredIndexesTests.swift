@@ -1,0 +1,83 @@
+import Foundation
+@testable import PipelineKit
+@testable import Stages
+import XCTest
+
+/// A written table's `indexes`: created with the table, added to an existing
+/// table that lacks them, never dropped, and checked against the columns.
+final class DeclaredIndexesTests: XCTestCase {
+    typealias F = UnitFixture
+    private let columns = [Field("user_id", .bigint), Field("program_id", .int), Field("month1date", .date)]
+
+    private func write(_ connection: PGConnection, indexes: [[String]]) throws {
+        var rows = Batch(schema: columns)
+        rows.append(row: [.int(1), .int(2), .int(7000)])
+        let writer = TableWriter(table: "dw.fact", columns: columns, key: ["user_id", "program_id"], indexes: indexes)
+        _ = try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(rows) }
+    }
+
+    private func indexes(_ connection: PGConnection) throws -> [String] {
+        try connection.query("""
+            SELECT indexname || ' ' || regexp_replace(indexdef, '.* USING ', '') FROM pg_indexes
+            WHERE schemaname = 'dw' AND tablename = 'fact' ORDER BY 1
+            """).rows.compactMap { $0[0] }
+    }
+
+    func testIndexesAreCreatedWithTheTableAndAddedToATableWithoutThem() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [])
+        XCTAssertEqual(try indexes(connection), ["fact_pkey btree (user_id, program_id)"])
+
+        try write(connection, indexes: [["month1date"], ["program_id", "month1date"]])
+        try write(connection, indexes: [["month1date"], ["program_id", "month1date"]])
+        XCTAssertEqual(try indexes(connection), [
+            "fact_month1date_idx btree (month1date)",
+            "fact_pkey btree (user_id, program_id)",
+            "fact_program_id_month1date_idx btree (program_id, month1date)",
+        ])
+
+        try write(connection, indexes: [])
+        XCTAssertEqual(try indexes(connection).count, 3, "an index no longer declared is left in place")
+    }
+
+    func testAnIndexNameTooLongForPostgreSQLIsCutAndToldApartByAHash() {
+        let long = String(repeating: "c", count: 40)
+        let one = TableWriter.indexName(table: "dw.a_table_with_a_long_name", columns: [long, "x"])
+        let other = TableWriter.indexName(table: "dw.a_table_with_a_long_name", columns: [long, "y"])
+        XCTAssertLessThanOrEqual(one.utf8.count, 63, one)
+        XCTAssertTrue(one.hasPrefix("a_table_with_a_long_name_ccc"), one)
+        XCTAssertNotEqual(one, other)
+        XCTAssertEqual(TableWriter.indexName(table: "dw.fact", columns: ["a", "b"]), "fact_a_b_idx")
+    }
+
+    func testAnIndexOnAColumnTheStageDoesNotWriteFailsNamingItAndWritesNothing() throws {
+        let warehouse = try TestDatabase.createDatabase("indexes_dw")
+        let stage = try F.make(FactUpsert.self, "fact", yaml: """
+            from: pairs
+            connection: warehouse
+            table: dw.fact
+            key: [user_id, program_id]
+            indexes: [month3date]
+            columns: {user_id: bigint, program_id: int, month1date: date}
+            """, inputs: ["pairs": .relation], connections: ["warehouse": false])
+        let context = F.context(stageID: "fact", inputs: ["pairs": F.relation(columns, [[.int(1), .int(2), .int(7000)]])],
+                                connections: ["warehouse": ConnectionDefinition(name: "warehouse", info: ConnInfo(warehouse), readOnly: false)])
+        XCTAssertThrowsError(try stage.run(context)) { error in
+            XCTAssertTrue("\(error)".contains("index column 'month3date' is not among the columns written to dw.fact"), "\(error)")
+        }
+        XCTAssertEqual(try TestDatabase.connect(warehouse).query("SELECT to_regclass('dw.fact') IS NULL").string(0, 0), "t")
+    }
+
+    func testAnIndexWithoutColumnsIsRejectedWhenBuilt() throws {
+        let (build, sink) = F.build("fact", inputs: ["pairs": .relation], connections: ["warehouse": false])
+        XCTAssertThrowsError(try FactUpsert(config: try F.config("""
+            from: pairs
+            connection: warehouse
+            table: dw.fact
+            key: id
+            indexes: [[]]
+            columns: {id: bigint}
+            """), build: build))
+        XCTAssertEqual(sink.diagnostics.map(\.message), ["stage 'fact': an index needs at least one column"])
+    }
+}
