@@ -64,9 +64,10 @@ struct CopyRelation: KeyRestrictable {
         filtered(scope.sqlPredicate(qualifier: "whole") + " AND whole.\(SQL.ident(column)) < '\(PGTime.format(micros: micros))'::timestamptz")
     }
 
-    /// One row, one bigint column `rows`: how many rows the relation has.
-    func counted() -> CopyRelation {
-        CopyRelation(connection: connection, sql: "SELECT count(*) AS rows FROM (\(sql)) AS whole",
+    /// One row, one bigint column `rows`: how many rows the relation has, up
+    /// to `limit` (the server stops reading there).
+    func counted(upTo limit: Int) -> CopyRelation {
+        CopyRelation(connection: connection, sql: "SELECT count(*) AS rows FROM (SELECT 1 FROM (\(sql)) AS whole LIMIT \(limit)) AS first",
                      schema: [Field("rows", .bigint)], batchRows: batchRows, lockTable: lockTable, source: source)
     }
 

@@ -62,7 +62,7 @@ public struct LookupBuild: Stage {
     public func run(_ context: StageContext) throws -> StageOutput {
         let input = try context.completeRelation(from)
         let changed = try changedKeys(of: input, context: context)
-        if let changed, let keyed = keyed(input, changedKeys: changed) {
+        if let changed, let keyed = keyed(input, changedKeys: changed, stageID: context.stageID) {
             context.logger.info("incremental run: rows are read by key, as the stages using the lookup ask for them",
                                 metadata: ["changed_keys": .stringConvertible(changed.count)])
             return .keyedLookup(keyed)
@@ -119,11 +119,14 @@ public struct LookupBuild: Stage {
 
     /// The lookup read by key, when reading some keys' rows answers for them
     /// as reading every row would: a single integer key (nothing to
-    /// normalise), a duplicates rule that drops no row (so no count differs),
-    /// no table to write every row to, and an input that reads by key.
-    private func keyed(_ input: any Relation, changedKeys: Set<[Value]>) -> KeyedLookup? {
-        guard persist == nil, key.count == 1, duplicates == "error" || duplicates == "all",
-              let field = input.schema.first(where: { $0.name == key[0] }), field.type.storage == .int,
+    /// normalise), no table to write every row to, an input that reads by key,
+    /// and a duplicates rule that drops no row: `all`, or `error` on a key no
+    /// two rows can share (a unique index), since the rows of a key read on
+    /// their own cannot show that a key left unread has two.
+    private func keyed(_ input: any Relation, changedKeys: Set<[Value]>, stageID: String) -> KeyedLookup? {
+        guard persist == nil, key.count == 1,
+              let field = input.schema.first(where: { $0.name == key[0] }), field.type.isInteger,
+              duplicates == "all" || (duplicates == "error" && (input as? any UniquelyKeyed)?.uniqueColumns.contains(key[0]) == true),
               let byKey = input as? any KeyRestrictable else { return nil }
         return KeyedLookup(schema: input.schema, keyColumn: key[0], changedKeys: changedKeys) { keys, scan in
             let rows: Batch
@@ -132,7 +135,9 @@ public struct LookupBuild: Stage {
             case let keys? where keys.isEmpty: rows = Batch(schema: input.schema)
             case let keys?: rows = try byKey.restricted(to: KeyScope(columns: key, first: keys.sorted())).materialize(scan)
             }
-            var lookup = try makeLookup(rows, metrics: scan.metrics)
+            // Read in the stage that asks: its rows are counted there, and so
+            // are rows this lookup leaves out, under the lookup's name.
+            var lookup = try makeLookup(rows, metrics: scan.metrics, rulePrefix: "\(stageID).")
             lookup.changedKeys = changedKeys
             return lookup
         }
@@ -156,7 +161,7 @@ public struct LookupBuild: Stage {
         return keys
     }
 
-    private func makeLookup(_ rows: Batch, metrics: StageMetrics) throws -> Lookup {
+    private func makeLookup(_ rows: Batch, metrics: StageMetrics, rulePrefix: String = "") throws -> Lookup {
         let keyPositions = try key.map { try rows.require($0, in: "input '\(from)'") }
         let order = try orderBy.map { try rows.require($0, in: "input '\(from)'") }
         let index: Lookup.Index
@@ -194,8 +199,8 @@ public struct LookupBuild: Stage {
             }
             index = .values(byValues)
         }
-        metrics.exclude("null_or_empty_key", count: nullKeys)
-        metrics.exclude("duplicate_key", count: dropped)
+        metrics.exclude(rulePrefix + "null_or_empty_key", count: nullKeys)
+        metrics.exclude(rulePrefix + "duplicate_key", count: dropped)
         return Lookup(rows: rows, keyColumns: key, normalization: normalization, index: index,
                       defaultRow: defaults.isEmpty ? nil : try defaultRow(schema: rows.schema))
     }

@@ -114,7 +114,7 @@ public struct PgExtract: WatermarkSource {
     }
 
     public func run(_ context: StageContext) throws -> StageOutput {
-        let (dataset, lockable) = try context.connections.with(connection) { connection -> (DatasetUse, Bool) in
+        let (dataset, lockable, unique) = try context.connections.with(connection) { connection -> (DatasetUse, Bool, Set<String>) in
             // Even the type check runs read-only: a query with a data-modifying CTE must not write.
             try connection.execute("BEGIN READ ONLY")
             defer { _ = try? connection.execute("ROLLBACK") }
@@ -124,11 +124,16 @@ public struct PgExtract: WatermarkSource {
             // reader's rights on the tables under it decide, and a column grant would fail it), not a
             // partitioned table (it would lock every partition, however few the read touches), and
             // not a materialized or foreign table, which PostgreSQL cannot lock.
-            let lockable = try table.map { table in
+            // With it, the columns no two rows can share: those with a unique
+            // index that covers every row (see `Self.uniqueIndexed`).
+            let found = try table.map { table in
                 try connection.query("""
-                    SELECT relkind = 'r' AND has_table_privilege(oid, 'SELECT') FROM pg_class WHERE oid = $1::regclass
-                    """, [SQL.qualified(table)]).string(0, 0) == "t"
-            } ?? false
+                    SELECT relkind = 'r' AND has_table_privilege(oid, 'SELECT'), \(Self.uniqueIndexed)
+                    FROM pg_class c WHERE oid = $1::regclass
+                    """, [SQL.qualified(table)])
+            }
+            let lockable = found?.string(0, 0) == "t"
+            let unique = Set((found?.string(0, 1) ?? "").split(separator: "\n").map(String.init))
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)
@@ -141,7 +146,7 @@ public struct PgExtract: WatermarkSource {
                 direction: .input,
                 namespace: "postgres://\(connection.resolvedHost):\(connection.resolvedPort)",
                 name: "\(connection.resolvedDatabase).\(datasetName)",
-                columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) })), lockable)
+                columns: Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.type.description) })), lockable, unique)
         }
         context.metrics.used(dataset)
         let reading = { (sql: String) in
@@ -162,7 +167,8 @@ public struct PgExtract: WatermarkSource {
                 try connection.transaction(PGConnection.watermarkTransaction) { try currentWatermark(connection) }
             }
         }
-        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, context: context, reading: reading)))
+        return .relation(TrackedExtract(all: all, changes: try changes(since: refresh.previous, context: context, reading: reading),
+                                        uniqueColumns: unique.intersection(fields.map(\.name))))
     }
 
     /// The rows the last committed run did not take into account; nil on a full refresh.
@@ -317,19 +323,21 @@ public struct PgExtract: WatermarkSource {
         return gaps.ranges.count > KeyGaps.limit ? nil : gaps
     }
 
-    /// Whether the tracking key has a unique index that covers every row the
-    /// extract reads: valid, on the key alone, without a predicate, and on a
-    /// table without inheritance children (a partitioned table's index covers
-    /// its partitions).
+    /// The columns of table `c` (pg_class) with a unique index that covers
+    /// every row the extract reads, one per line: valid, on the column alone,
+    /// without a predicate, and on a table without inheritance children (a
+    /// partitioned table's index covers its partitions).
+    static let uniqueIndexed = """
+        (SELECT string_agg(a.attname, E'\\n')
+         FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+         WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL
+           AND (c.relkind = 'p' OR NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid)))
+        """
+
+    /// Whether the tracking key has a unique index that covers every row the extract reads.
     private func isUnique(table: String, _ connection: PGConnection) throws -> Bool {
-        try connection.query("""
-            SELECT EXISTS (
-                SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL
-                  AND a.attname = $2)
-              AND (c.relkind = 'p' OR NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid))
-            FROM pg_class c WHERE c.oid = $1::regclass
-            """, [table, tracking!.key]).string(0, 0) == "t"
+        let columns = try connection.query("SELECT \(Self.uniqueIndexed) FROM pg_class c WHERE c.oid = $1::regclass", [table]).string(0, 0)
+        return (columns ?? "").split(separator: "\n").contains { $0 == tracking!.key }
     }
 
     /// Whether every key in `(low, high]` has a row, as is usual for a day of
@@ -357,9 +365,10 @@ public struct PgExtract: WatermarkSource {
 
 /// An extract in a pipeline with tracked extracts: all rows, and in an
 /// incremental run the rows new since the last one.
-struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable {
+struct TrackedExtract: ChangeTrackedRelation, KeyRestrictable, UniquelyKeyed {
     let all: CopyRelation
     let changes: (any Relation)?
+    let uniqueColumns: Set<String>
 
     var schema: [Field] { all.schema }
     func scan(_ context: ScanContext, _ body: (Batch) throws -> Void) throws { try all.scan(context, body) }

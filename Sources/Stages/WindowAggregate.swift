@@ -342,7 +342,7 @@ public struct WindowAggregate: Stage {
         var asked: [String: Set<Int64>] = [:], whole: Set<String> = []
         for (input, key) in lookupUses {
             guard let anchor, key.count == 1, let position = anchor.schema.firstIndex(where: { $0.name == key[0] }),
-                  anchor.columns[position].field.type.storage == .int else {
+                  anchor.columns[position].field.type.isInteger else {
                 whole.insert(input)
                 continue
             }
@@ -358,8 +358,9 @@ public struct WindowAggregate: Stage {
         return lookups
     }
 
-    /// The changed groups and the number of groups, found with the window
-    /// ends the last run wrote (see `WindowCalendar`); nil when that cannot
+    /// The changed groups, found with the window ends the last run wrote
+    /// (see `WindowCalendar`), and the number of groups, counted only as far
+    /// as choosing between recomputing them and all needs; nil when that cannot
     /// be done: no persisted output with the dates the windows need, an
     /// anchor input that cannot be read by key, or a changed lookup that is
     /// not keyed by a group column.
@@ -369,8 +370,7 @@ public struct WindowAggregate: Stage {
               let byKey = anchor as? any KeyRestrictable,
               let columns = WindowCalendar.columns(of: self, in: previous),
               let lookupChanges = ChangedGroups.GroupColumnChanges.of(stage: self, lookups: lookups) else { return nil }
-        // Both read on the server while the changes arrive.
-        let total = Prefetched.whole(table.counted(), context: context.scan)
+        // Read on the server while the changes arrive.
         let reads = ChangedGroups.CalendarReads(
             closedSincePreviousAsOf: Prefetched.whole(table.filtered(WindowCalendar.closing(after: previousAsOf, by: asOf, stage: self),
                                                                      columns: columns), context: context.scan),
@@ -380,8 +380,13 @@ public struct WindowAggregate: Stage {
             context.logger.info("the persisted output is not one row per group with a start date; working out every group's schedule")
             return nil
         }
+        // Only whether there are that many groups decides (a count of the
+        // whole table would be the longest read of the stage).
+        let enough = changed.keys.count * Self.changedShareForFullRecompute
         var groups = 0
-        try total.scan(context.scan) { batch in groups += batch.count > 0 ? Int(batch.columns[0].ints[0]) : 0 }
+        if enough > 0 {
+            try table.counted(upTo: enough).scan(context.scan) { batch in groups += batch.count > 0 ? Int(batch.columns[0].ints[0]) : 0 }
+        }
         return (changed, groups)
     }
 

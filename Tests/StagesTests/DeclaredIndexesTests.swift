@@ -40,6 +40,39 @@ final class DeclaredIndexesTests: XCTestCase {
         XCTAssertEqual(try indexes(connection).count, 3, "an index no longer declared is left in place")
     }
 
+    /// An index already there on the same columns (built by hand with CREATE
+    /// INDEX CONCURRENTLY, say) serves: no second one is built, no lock taken.
+    func testAnIndexOnTheSameColumnsUnderAnotherNameServesTheDeclaration() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [])
+        try connection.execute("CREATE INDEX by_hand ON dw.fact (month1date)")
+        try write(connection, indexes: [["month1date"]])
+        XCTAssertEqual(try indexes(connection), ["by_hand btree (month1date)", "fact_pkey btree (user_id, program_id)"])
+    }
+
+    func testAnIndexNameTakenByAnIndexOnOtherColumnsFailsTheWriteNamingIt() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [])
+        try connection.execute("CREATE INDEX fact_month1date_idx ON dw.fact (program_id)")
+        XCTAssertThrowsError(try write(connection, indexes: [["month1date"]])) { error in
+            XCTAssertTrue("\(error)".contains("the index on dw.fact (month1date) could not be created: another index or table is named fact_month1date_idx"), "\(error)")
+        }
+    }
+
+    /// The table's columns are checked first: an index on a column the table
+    /// lacks gets the table's mismatch, not PostgreSQL's "column does not exist".
+    func testAnIndexOnAColumnTheExistingTableLacksReportsTheTableMismatch() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [])
+        var rows = Batch(schema: columns + [Field("month3date", .date)])
+        rows.append(row: [.int(1), .int(2), .int(7000), .int(7060)])
+        let writer = TableWriter(table: "dw.fact", columns: rows.schema, key: ["user_id", "program_id"], indexes: [["month3date"]])
+        XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(rows) }) { error in
+            XCTAssertTrue("\(error)".contains("table dw.fact does not match the declaration: column month3date is missing"), "\(error)")
+        }
+        XCTAssertEqual(try indexes(connection), ["fact_pkey btree (user_id, program_id)"])
+    }
+
     func testAnIndexNameTooLongForPostgreSQLIsCutAndToldApartByAHash() {
         let long = String(repeating: "c", count: 40)
         let one = TableWriter.indexName(table: "dw.a_table_with_a_long_name", columns: [long, "x"])

@@ -139,6 +139,7 @@ final class IncrementalRefreshTests: XCTestCase {
 
         // A pair whose month 1 ends on as_of gets a call at 23:00 the evening
         // before, Honolulu time: 09:00 UTC on as_of's date.
+        let before = try TestDatabase.rows(TestDatabase.connect(warehouse), "SELECT user_id FROM dw.userprogram_fact")
         let pair = try TestDatabase.connect(warehouse).query("""
             SELECT user_id, program_id FROM dw.userprogram_fact WHERE month1date = '2020-10-15' ORDER BY 1, 2
             """).rows
@@ -157,7 +158,8 @@ final class IncrementalRefreshTests: XCTestCase {
             FROM experience e WHERE e.user_id = \(user) AND e.program_id = \(program) ORDER BY e.id LIMIT 1
             """)
 
-        _ = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: behind)
+        let second = try await Incremental.succeedIncrementally(source: source, warehouse: warehouse, asOf: "2020-10-15", variables: behind)
+        XCTAssertLessThan(second.stage("userprogram")?.rowsOut ?? .max, before.count / 4, "the changed pairs only, read by key")
 
         try await Incremental.assertEqualsFullRefresh(warehouse, source: source, asOf: "2020-10-15", variables: behind)
         let lessons = try TestDatabase.connect(warehouse).query("""
@@ -166,26 +168,35 @@ final class IncrementalRefreshTests: XCTestCase {
         XCTAssertGreaterThan(lessons ?? 0, 0, "the evening call completes a lesson of (\(user), \(program))")
     }
 
-    /// The users lookup is read by key in an incremental run, and a key comes
-    /// to have two rows only through a new row, whose key is always read: the
-    /// run fails on the repeated user as a full refresh does, writing nothing.
-    func testANewUserRowRepeatingAnIdFailsTheIncrementalRunAsItFailsAFullRefresh() async throws {
+    /// Without a unique index on the users' id, an old id can gain a second
+    /// row the tracking key does not show (here one below a look-back of one
+    /// key). The users lookup is then read whole, not by key, and the
+    /// incremental run fails on the repeated user as a full refresh does,
+    /// writing nothing.
+    func testAUserRowRepeatingAnOldIdFailsTheIncrementalRunAsItFailsAFullRefresh() async throws {
         let source = try Incremental.privateSource()
         let src = try TestDatabase.connect(source)
         try src.execute("ALTER TABLE users DROP CONSTRAINT users_pkey CASCADE")
+        let shipped = try String(contentsOf: TestDatabase.repositoryRoot.appendingPathComponent("pipelines/dost_warehouse.yaml"), encoding: .utf8)
+        let tracked = "columns: {id: bigint, created_on: timestamptz}\n      incremental: {tracking_key: id}"
+        let yaml = shipped.replacingOccurrences(of: tracked, with: tracked.replacingOccurrences(of: "id}", with: "id, lookback: 1}"))
+        XCTAssertNotEqual(yaml, shipped)
         let warehouse = try TestDatabase.createDatabase("dost_dw_inc")
-        _ = try await Incremental.succeed(source: source, warehouse: warehouse, asOf: "2020-10-01")
+        let first = try await Dost.run(try Dost.loadPipeline(yaml: yaml, source: source, warehouse: warehouse, asOf: "2020-10-01"))
+        XCTAssertEqual(first.status, .succeeded, first.summaryTable)
         let factSQL = "SELECT \(Dost.tables[2].columns) FROM dw.userprogram_fact"
         let before = try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL)
 
         let user = try XCTUnwrap(try src.query("SELECT min(id) FROM users").string(0, 0))
         try src.execute("INSERT INTO users SELECT * FROM users WHERE id = \(user)")
-        let incremental = try await Incremental.run(source: source, warehouse: warehouse, asOf: "2020-10-15")
-        let full = try await Incremental.run(source: source, warehouse: try TestDatabase.createDatabase("dost_dw_full"), asOf: "2020-10-15")
+        let incremental = try await Dost.run(try Dost.loadPipeline(yaml: yaml, source: source, warehouse: warehouse, asOf: "2020-10-15"))
+        let full = try await Dost.run(try Dost.loadPipeline(yaml: yaml, source: source, warehouse: try TestDatabase.createDatabase("dost_dw_full"),
+                                                            asOf: "2020-10-15"))
 
         XCTAssertTrue(incremental.refresh?.hasPrefix("incremental") == true, "refresh: \(incremental.refresh ?? "nil")")
         for report in [incremental, full] {
             XCTAssertEqual(report.status, .failed, report.summaryTable)
+            XCTAssertEqual(report.stage("user_lookup")?.status, .failed, report.summaryTable)
             XCTAssertTrue(report.summaryTable.contains("2 rows of 'users' share the key \(user)"), report.summaryTable)
         }
         XCTAssertEqual(try TestDatabase.rows(TestDatabase.connect(warehouse), factSQL), before, "the failed run wrote nothing")

@@ -40,9 +40,10 @@ final class KeyedLookupTests: XCTestCase {
         XCTAssertEqual(lookup.changedKeys, [[.int(5)]])
     }
 
-    /// A key only comes to have two rows through a new row, and changed keys
-    /// are always read: the duplicate is found as a whole read finds it.
-    func testANewRowRepeatingAKeyFailsTheConsumerNamingTheLookupAndTheKey() throws {
+    /// The source's unique index rules duplicates out; should one appear all
+    /// the same among the rows read (a key's rows are all read), the run
+    /// fails as a whole read would, naming the lookup.
+    func testARepeatedKeyAmongTheRowsReadFailsTheConsumerNamingTheLookupAndTheKey() throws {
         let repeated: [Value] = [.int(3), .int(9_000_000)]
         let source = TrackedUsers(rows: Self.users + [repeated], changed: [repeated])
         let consumer = F.context(stageID: "userprogram", inputs: ["user_lookup": try run(source, incremental: true)])
@@ -63,6 +64,27 @@ final class KeyedLookupTests: XCTestCase {
         }
     }
 
+    /// An old key can gain a second row unseen (an id reused below the
+    /// look-back, an update): only a unique index rules that out, so without
+    /// one `duplicates: error` reads every row, as a full refresh does.
+    func testDuplicatesErrorOnAKeyWithoutAUniqueIndexReadsEveryRow() throws {
+        let source = TrackedUsers(rows: Self.users, changed: [Self.users[4]], uniqueKey: false)
+        guard case .lookup(let whole) = try run(source, incremental: true) else { return XCTFail("no unique index: read whole") }
+        XCTAssertEqual(whole.rows.count, 5)
+        let all = try F.make(LookupBuild.self, "user_lookup", yaml: Self.yaml + "duplicates: all\n", inputs: ["users": .relation])
+        guard case .keyedLookup = try all.run(incrementalContext(source)) else {
+            return XCTFail("duplicates: all reads every row of the keys it reads: it needs no unique index")
+        }
+    }
+
+    /// Keys read by key travel as integers: a date (or numeric) key is read whole.
+    func testOnlyAnIntegerKeyIsReadByKey() throws {
+        let fields = [Field("day", .date), Field("name", .text)]
+        let source = TrackedUsers(fields: fields, rows: [[.int(7000), .text("holiday")]], changed: [], uniqueKeys: ["day"])
+        let stage = try F.make(LookupBuild.self, "holidays", yaml: "from: users\nkey: day\n", inputs: ["users": .relation])
+        guard case .lookup = try stage.run(incrementalContext(source)) else { return XCTFail("a date key is read whole") }
+    }
+
     private func run(_ source: TrackedUsers, incremental: Bool) throws -> StageOutput {
         let stage = try F.make(LookupBuild.self, "user_lookup", yaml: Self.yaml, inputs: ["users": .relation])
         return try stage.run(incremental ? incrementalContext(source) : F.context(stageID: "user_lookup", inputs: ["users": .relation(source)]))
@@ -79,15 +101,21 @@ final class KeyedLookupTests: XCTestCase {
 }
 
 /// A tracked input in memory that records which keys it was read by.
-private final class TrackedUsers: ChangeTrackedRelation, KeyRestrictable, @unchecked Sendable {
+private final class TrackedUsers: ChangeTrackedRelation, KeyRestrictable, UniquelyKeyed, @unchecked Sendable {
     let all: Batch
     let changes: (any Relation)?
+    let uniqueColumns: Set<String>
     private let lock = NSLock()
     private var asked: [[Int64]] = []
 
-    init(rows: [[Value]], changed: [[Value]]) {
-        all = UnitFixture.batch(KeyedLookupTests.fields, rows)
-        changes = MaterializedRelation(UnitFixture.batch(KeyedLookupTests.fields, changed))
+    init(fields: [Field] = KeyedLookupTests.fields, rows: [[Value]], changed: [[Value]], uniqueKeys: Set<String> = ["id"]) {
+        all = UnitFixture.batch(fields, rows)
+        changes = MaterializedRelation(UnitFixture.batch(fields, changed))
+        uniqueColumns = uniqueKeys
+    }
+
+    convenience init(rows: [[Value]], changed: [[Value]], uniqueKey: Bool) {
+        self.init(rows: rows, changed: changed, uniqueKeys: uniqueKey ? ["id"] : [])
     }
 
     var restrictions: [[Int64]] { lock.withLock { asked } }

@@ -71,6 +71,12 @@ extension KeyRestrictable {
     public func restricted(to scope: KeyScope, before micros: Int64, in column: String) -> any Relation { restricted(to: scope) }
 }
 
+/// A relation that knows which of its columns no two of its rows share (a
+/// unique index covers them), whatever rows the source gains later.
+public protocol UniquelyKeyed: Relation {
+    var uniqueColumns: Set<String> { get }
+}
+
 /// The result of an incremental computation: rows for the groups in `scope`
 /// only. A writer replaces exactly those groups: a group in scope without a
 /// row no longer exists.

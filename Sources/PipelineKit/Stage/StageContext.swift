@@ -90,13 +90,15 @@ public struct StageContext: Sendable {
         }
     }
 
-    /// A keyed lookup's rows are read in the consumer's stage; a data error
-    /// found then (a duplicate key) names the lookup stage that declared the rule.
+    /// A keyed lookup's rows are read in the consumer's stage; an error found
+    /// then (a duplicate key, a column the input lacks) names the lookup stage.
     private func keyedRead(_ id: String, _ read: () throws -> Lookup) throws -> Lookup {
         do {
             return try read()
         } catch StageFailure.data(let text) {
             throw StageFailure.data("lookup '\(id)': \(text)")
+        } catch StageFailure.config(let text) {
+            throw StageFailure.config("lookup '\(id)': \(text)")
         }
     }
 }

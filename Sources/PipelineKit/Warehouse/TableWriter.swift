@@ -222,12 +222,6 @@ public struct TableWriter: Sendable {
         try connection.schemaChange {
             if let schema { try connection.execute("CREATE SCHEMA IF NOT EXISTS \(SQL.ident(schema))") }
             try connection.execute("CREATE TABLE IF NOT EXISTS \(quotedTable) (\(definitions.joined(separator: ", ")))")
-            for index in indexes {
-                try connection.execute("""
-                    CREATE INDEX IF NOT EXISTS \(SQL.ident(Self.indexName(table: table, columns: index))) \
-                    ON \(quotedTable) (\(index.map(SQL.ident).joined(separator: ", ")))
-                    """)
-            }
         }
         var existing = try existingColumns(connection)
         let present = Set(existing.rows.compactMap { $0[0] })
@@ -241,6 +235,45 @@ public struct TableWriter: Sendable {
             existing = try existingColumns(connection)
         }
         try check(existing)
+        try ensureIndexes(connection)
+    }
+
+    /// Creates the declared indexes the table lacks. Any valid index on the
+    /// same columns counts, whatever its name (one built by hand with CREATE
+    /// INDEX CONCURRENTLY, say), so a write that finds them all takes no lock
+    /// for them: creating one takes a SHARE lock, which waits for the table's
+    /// writers and blocks them while the index is built.
+    private func ensureIndexes(_ connection: PGConnection) throws {
+        guard !indexes.isEmpty else { return }
+        let lacking = try missingIndexes(connection)
+        guard !lacking.isEmpty else { return }
+        try connection.schemaChange {
+            for index in lacking {
+                try connection.execute("""
+                    CREATE INDEX IF NOT EXISTS \(SQL.ident(Self.indexName(table: table, columns: index))) \
+                    ON \(quotedTable) (\(index.map(SQL.ident).joined(separator: ", ")))
+                    """)
+            }
+        }
+        if let index = try missingIndexes(connection).first {
+            throw StageFailure.config("""
+                the index on \(table) (\(index.joined(separator: ", "))) could not be created: another index or table is \
+                named \(Self.indexName(table: table, columns: index)); rename or drop that one
+                """)
+        }
+    }
+
+    /// The declared indexes that no valid index on exactly their columns, in order, serves.
+    private func missingIndexes(_ connection: PGConnection) throws -> [[String]] {
+        let present = Set(try connection.query("""
+            SELECT string_agg(a.attname, E'\\n' ORDER BY k.n) FROM pg_index i
+            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indrelid = to_regclass($1) AND k.n <= i.indnkeyatts AND i.indisvalid
+              AND i.indpred IS NULL AND i.indexprs IS NULL
+            GROUP BY i.indexrelid
+            """, [quotedTable]).rows.compactMap { $0[0] })
+        return indexes.filter { !present.contains($0.joined(separator: "\n")) }
     }
 
     /// Each column's name, type, whether it must be given a value, and whether
