@@ -23,7 +23,14 @@ final class DeclaredIndexesTests: XCTestCase {
             """).rows.compactMap { $0[0] }
     }
 
-    func testIndexesAreCreatedWithTheTableAndAddedToATableWithoutThem() throws {
+    func testAFirstLoadBuildsTheDeclaredIndexes() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [["month1date"]])
+        XCTAssertEqual(try indexes(connection), ["fact_month1date_idx btree (month1date)", "fact_pkey btree (user_id, program_id)"])
+        XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.fact").int(0, 0), 1)
+    }
+
+    func testIndexesAreAddedToATableWithoutThem() throws {
         let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
         try write(connection, indexes: [])
         XCTAssertEqual(try indexes(connection), ["fact_pkey btree (user_id, program_id)"])
