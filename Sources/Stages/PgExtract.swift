@@ -133,7 +133,7 @@ public struct PgExtract: WatermarkSource {
                     """, [SQL.qualified(table)])
             }
             let lockable = found?.string(0, 0) == "t"
-            let unique = Set((found?.string(0, 1) ?? "").split(separator: "\n").map(String.init))
+            let unique = Set(Self.names(found?.string(0, 1)))
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)
@@ -324,11 +324,11 @@ public struct PgExtract: WatermarkSource {
     }
 
     /// The columns of table `c` (pg_class) with a unique index that covers
-    /// every row the extract reads, one per line: valid, on the column alone,
-    /// without a predicate, and on a table without inheritance children (a
-    /// partitioned table's index covers its partitions).
+    /// every row the extract reads, as a JSON array: valid, on the column
+    /// alone, without a predicate, and on a table without inheritance children
+    /// (a partitioned table's index covers its partitions).
     static let uniqueIndexed = """
-        (SELECT string_agg(a.attname, E'\\n')
+        (SELECT json_agg(a.attname)::text
          FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
          WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL
            AND (c.relkind = 'p' OR NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = c.oid)))
@@ -337,7 +337,13 @@ public struct PgExtract: WatermarkSource {
     /// Whether the tracking key has a unique index that covers every row the extract reads.
     private func isUnique(table: String, _ connection: PGConnection) throws -> Bool {
         let columns = try connection.query("SELECT \(Self.uniqueIndexed) FROM pg_class c WHERE c.oid = $1::regclass", [table]).string(0, 0)
-        return (columns ?? "").split(separator: "\n").contains { $0 == tracking!.key }
+        return Self.names(columns).contains(tracking!.key)
+    }
+
+    /// Column names from a JSON array of them (NULL, none): any name survives it whole.
+    static func names(_ json: String?) -> [String] {
+        guard let json else { return [] }
+        return (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
     }
 
     /// Whether every key in `(low, high]` has a row, as is usual for a day of

@@ -47,14 +47,36 @@ final class DeclaredIndexesTests: XCTestCase {
         XCTAssertEqual(try indexes(connection).count, 3, "an index no longer declared is left in place")
     }
 
-    /// An index already there on the same columns (built by hand with CREATE
-    /// INDEX CONCURRENTLY, say) serves: no second one is built, no lock taken.
+    /// A btree index already there on the same columns (built by hand with
+    /// CREATE INDEX CONCURRENTLY, say) serves: no second one is built.
     func testAnIndexOnTheSameColumnsUnderAnotherNameServesTheDeclaration() throws {
         let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
         try write(connection, indexes: [])
         try connection.execute("CREATE INDEX by_hand ON dw.fact (month1date)")
         try write(connection, indexes: [["month1date"]])
         XCTAssertEqual(try indexes(connection), ["by_hand btree (month1date)", "fact_pkey btree (user_id, program_id)"])
+    }
+
+    /// A hash index cannot serve a range of dates: the declared btree is built beside it.
+    func testAnIndexOfAnotherKindDoesNotServeTheDeclaration() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        try write(connection, indexes: [])
+        try connection.execute("CREATE INDEX by_hash ON dw.fact USING hash (month1date)")
+        try write(connection, indexes: [["month1date"]])
+        XCTAssertEqual(try indexes(connection), ["by_hash hash (month1date)", "fact_month1date_idx btree (month1date)",
+                                                 "fact_pkey btree (user_id, program_id)"])
+    }
+
+    /// A first load builds its indexes in its own transaction: when it fails, they go with its rows.
+    func testAFailedFirstLoadLeavesNeitherRowsNorIndexes() throws {
+        let connection = try TestDatabase.connect(try TestDatabase.createDatabase("indexes_dw"))
+        var rows = Batch(schema: columns)
+        rows.append(row: [.int(1), .int(2), .int(7000)])
+        rows.append(row: [.int(1), .int(2), .int(7001)])
+        let writer = TableWriter(table: "dw.fact", columns: columns, key: ["user_id", "program_id"], indexes: [["month1date"]])
+        XCTAssertThrowsError(try writer.write(connection, runID: UUID(), deleteMissing: true) { try $0(rows) })
+        XCTAssertEqual(try connection.query("SELECT count(*) FROM dw.fact").int(0, 0), 0)
+        XCTAssertEqual(try indexes(connection), ["fact_pkey btree (user_id, program_id)"])
     }
 
     func testAnIndexNameTakenByAnIndexOnOtherColumnsFailsTheWriteNamingIt() throws {

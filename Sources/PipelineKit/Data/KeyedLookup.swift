@@ -5,8 +5,8 @@ import Foundation
 /// the input (all users for the few hundred whose groups changed).
 ///
 /// Every read also takes the rows of the keys that changed since the last
-/// run. A key can only come to have several rows through a new row, so the
-/// duplicate-key rule sees every duplicate that reading all rows would.
+/// run. `lookupBuild` hands one on only where the rows of the keys read
+/// answer as all rows would (see `LookupBuild.keyed`).
 public struct KeyedLookup: Sendable {
     public let schema: [Field]
     /// The key column: a single integer one, which needs no normalising.

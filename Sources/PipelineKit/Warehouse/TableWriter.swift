@@ -50,17 +50,23 @@ public struct TableWriter: Sendable {
         _ = try? connection.query("""
             SELECT set_config('temp_buffers', '256MB', false) WHERE current_setting('temp_buffers') <> '256MB'
             """)
+        // A table with rows gets a missing index in a transaction of its own,
+        // so its SHARE lock lasts the build only; an empty one after its rows.
+        if !indexes.isEmpty, try !missingIndexes(connection).isEmpty {
+            try connection.transaction { try createMissingIndexes(connection, unlessEmpty: true) }
+        }
         return try connection.transaction {
+            // Taken before the table is, as the transaction above takes it.
+            if !indexes.isEmpty { try lockIndexCreation(connection) }
             var counts: WriteCounts
             if try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) == "t" {
-                try createMissingIndexes(connection)
                 counts = try merge(connection, runID: runID, deleteMissing: deleteMissing && scope == nil, batches: batches)
                 if let scope, deleteMissing { counts.deleted = try deleteUnproduced(in: scope, connection) }
             } else {
                 counts = try load(connection, runID: runID, batches: batches)
                 // After the rows: one sort per index, instead of an insertion
                 // per row and index while they are copied (a third of the load).
-                try createMissingIndexes(connection)
+                try createMissingIndexes(connection, unlessEmpty: false)
             }
             try inTransaction(connection, counts)
             return counts
@@ -241,17 +247,20 @@ public struct TableWriter: Sendable {
         try check(existing)
     }
 
-    /// Creates the declared indexes the table lacks, in the write's
-    /// transaction (they come and go with its rows). Any valid index on the
-    /// same columns counts, whatever its name (one built by hand with CREATE
-    /// INDEX CONCURRENTLY, say), so a write that finds them all takes no lock
-    /// for them: creating one takes a SHARE lock, which waits for the table's
-    /// writers and blocks them until the write commits.
-    private func createMissingIndexes(_ connection: PGConnection) throws {
-        guard !indexes.isEmpty else { return }
+    /// Creates the declared indexes the table lacks, in the caller's
+    /// transaction; with `unlessEmpty`, only when the table has rows (an empty
+    /// one gets them after its first load). Any valid btree index on the same
+    /// columns counts, whatever its name (one built by hand with CREATE INDEX
+    /// CONCURRENTLY, say), so a write that finds them all takes no lock for
+    /// them: creating one takes a SHARE lock, which waits for the table's
+    /// writers and blocks them until the transaction commits. Creations are
+    /// serialised per table (the names are the table's), not warehouse-wide:
+    /// the warehouse's DDL lock is not taken while a table is locked.
+    private func createMissingIndexes(_ connection: PGConnection, unlessEmpty: Bool) throws {
+        guard !indexes.isEmpty, try !missingIndexes(connection).isEmpty else { return }
+        try lockIndexCreation(connection)
         let lacking = try missingIndexes(connection)
-        guard !lacking.isEmpty else { return }
-        try connection.query("SELECT pg_advisory_xact_lock(hashtextextended('pipelinekit:ddl', 0))")
+        if unlessEmpty, try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) != "t" { return }
         for index in lacking {
             try connection.execute("""
                 CREATE INDEX IF NOT EXISTS \(SQL.ident(Self.indexName(table: table, columns: index))) \
@@ -266,17 +275,25 @@ public struct TableWriter: Sendable {
         }
     }
 
-    /// The declared indexes that no valid index on exactly their columns, in order, serves.
+    private func lockIndexCreation(_ connection: PGConnection) throws {
+        try connection.query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", ["pipelinekit:index:" + quotedTable])
+    }
+
+    /// The declared indexes that no valid btree index on exactly their
+    /// columns, in order, serves (one of another kind may not serve a range).
     private func missingIndexes(_ connection: PGConnection) throws -> [[String]] {
         let present = Set(try connection.query("""
-            SELECT string_agg(a.attname, E'\\n' ORDER BY k.n) FROM pg_index i
+            SELECT json_agg(a.attname ORDER BY k.n)::text FROM pg_index i
+            JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
             WHERE i.indrelid = to_regclass($1) AND k.n <= i.indnkeyatts AND i.indisvalid
               AND i.indpred IS NULL AND i.indexprs IS NULL
             GROUP BY i.indexrelid
-            """, [quotedTable]).rows.compactMap { $0[0] })
-        return indexes.filter { !present.contains($0.joined(separator: "\n")) }
+            """, [quotedTable]).rows.compactMap { row in
+                row[0].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
+            })
+        return indexes.filter { !present.contains($0) }
     }
 
     /// Each column's name, type, whether it must be given a value, and whether
