@@ -128,7 +128,7 @@ public struct LookupBuild: Stage {
               let field = input.schema.first(where: { $0.name == key[0] }), field.type.isInteger,
               duplicates == "all" || (duplicates == "error" && (input as? any UniquelyKeyed)?.uniqueColumns.contains(key[0]) == true),
               let byKey = input as? any KeyRestrictable else { return nil }
-        return KeyedLookup(schema: input.schema, keyColumn: key[0], changedKeys: changedKeys) { keys, scan in
+        return KeyedLookup(changedKeys: changedKeys) { keys, scan in
             let rows: Batch
             switch keys {
             case nil: rows = try input.materialize(scan)

@@ -133,7 +133,7 @@ public struct PgExtract: WatermarkSource {
                     """, [SQL.qualified(table)])
             }
             let lockable = found?.string(0, 0) == "t"
-            let unique = Set(Self.names(found?.string(0, 1)))
+            let unique = Set(SQL.names(fromJSON: found?.string(0, 1)))
             var problems: [String] = []
             for (index, field) in fields.enumerated() {
                 let oid = result.columnType(index)
@@ -337,13 +337,7 @@ public struct PgExtract: WatermarkSource {
     /// Whether the tracking key has a unique index that covers every row the extract reads.
     private func isUnique(table: String, _ connection: PGConnection) throws -> Bool {
         let columns = try connection.query("SELECT \(Self.uniqueIndexed) FROM pg_class c WHERE c.oid = $1::regclass", [table]).string(0, 0)
-        return Self.names(columns).contains(tracking!.key)
-    }
-
-    /// Column names from a JSON array of them (NULL, none): any name survives it whole.
-    static func names(_ json: String?) -> [String] {
-        guard let json else { return [] }
-        return (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
+        return SQL.names(fromJSON: columns).contains(tracking!.key)
     }
 
     /// Whether every key in `(low, high]` has a row, as is usual for a day of

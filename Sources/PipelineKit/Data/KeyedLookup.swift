@@ -8,17 +8,12 @@ import Foundation
 /// run. `lookupBuild` hands one on only where the rows of the keys read
 /// answer as all rows would (see `LookupBuild.keyed`).
 public struct KeyedLookup: Sendable {
-    public let schema: [Field]
-    /// The key column: a single integer one, which needs no normalising.
-    public let keyColumn: String
     public let changes: LookupChanges
     private let read: @Sendable (_ keys: Set<Int64>?, _ scan: ScanContext) throws -> Lookup
 
-    /// `read` returns the lookup of the rows with these keys, or of every row for nil.
-    public init(schema: [Field], keyColumn: String, changedKeys: Set<[Value]>,
-                read: @escaping @Sendable (_ keys: Set<Int64>?, _ scan: ScanContext) throws -> Lookup) {
-        self.schema = schema
-        self.keyColumn = keyColumn
+    /// `read` returns the lookup of the rows with these integer keys, or of
+    /// every row for nil.
+    public init(changedKeys: Set<[Value]>, read: @escaping @Sendable (_ keys: Set<Int64>?, _ scan: ScanContext) throws -> Lookup) {
         self.changes = LookupChanges(changedKeys: changedKeys, normalization: .none)
         self.read = read
     }

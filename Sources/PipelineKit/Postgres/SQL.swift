@@ -3,6 +3,13 @@ import Foundation
 public enum SQL {
     /// Quotes an identifier the way PostgreSQL's `quote_ident` does, so a
     /// name such as `x"; DROP TABLE users; --` is only ever a strange name.
+    /// Names from a JSON array of them, as `json_agg(attname)` returns them
+    /// (NULL: none): unlike a joined list, any name comes back whole.
+    public static func names(fromJSON json: String?) -> [String] {
+        guard let json else { return [] }
+        return (try? JSONDecoder().decode([String].self, from: Data(json.utf8))) ?? []
+    }
+
     public static func ident(_ name: String) -> String {
         "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }

@@ -66,7 +66,7 @@ public struct TableWriter: Sendable {
                 counts = try load(connection, runID: runID, batches: batches)
                 // After the rows: one sort per index, instead of an insertion
                 // per row and index while they are copied (a third of the load).
-                try createMissingIndexes(connection, unlessEmpty: false)
+                if !indexes.isEmpty { try createMissingIndexes(connection, unlessEmpty: false) }
             }
             try inTransaction(connection, counts)
             return counts
@@ -251,15 +251,16 @@ public struct TableWriter: Sendable {
     /// transaction; with `unlessEmpty`, only when the table has rows (an empty
     /// one gets them after its first load). Any valid btree index on the same
     /// columns counts, whatever its name (one built by hand with CREATE INDEX
-    /// CONCURRENTLY, say), so a write that finds them all takes no lock for
-    /// them: creating one takes a SHARE lock, which waits for the table's
+    /// CONCURRENTLY, say), so a write that finds them all takes no table lock
+    /// for them: creating one takes a SHARE lock, which waits for the table's
     /// writers and blocks them until the transaction commits. Creations are
     /// serialised per table (the names are the table's), not warehouse-wide:
     /// the warehouse's DDL lock is not taken while a table is locked.
     private func createMissingIndexes(_ connection: PGConnection, unlessEmpty: Bool) throws {
-        guard !indexes.isEmpty, try !missingIndexes(connection).isEmpty else { return }
+        // Looked up under the lock: another writer may have just created them.
         try lockIndexCreation(connection)
         let lacking = try missingIndexes(connection)
+        guard !lacking.isEmpty else { return }
         if unlessEmpty, try connection.query("SELECT EXISTS (SELECT 1 FROM \(quotedTable))").string(0, 0) != "t" { return }
         for index in lacking {
             try connection.execute("""
@@ -290,9 +291,7 @@ public struct TableWriter: Sendable {
             WHERE i.indrelid = to_regclass($1) AND k.n <= i.indnkeyatts AND i.indisvalid
               AND i.indpred IS NULL AND i.indexprs IS NULL
             GROUP BY i.indexrelid
-            """, [quotedTable]).rows.compactMap { row in
-                row[0].flatMap { try? JSONDecoder().decode([String].self, from: Data($0.utf8)) }
-            })
+            """, [quotedTable]).rows.map { SQL.names(fromJSON: $0[0]) })
         return indexes.filter { !present.contains($0) }
     }
 
